@@ -1,0 +1,1 @@
+"""One module per ``diffiqa`` subcommand (see diffiqa/cli.py)."""

@@ -1,0 +1,1 @@
+"""Datasets: image IO, adapters to the index contract, splits, distortions, demo data."""

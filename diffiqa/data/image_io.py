@@ -1,0 +1,124 @@
+"""The one image loader used everywhere.
+
+Conversions (documented in the README):
+- EXIF orientation is applied, so pixels are as a viewer shows them.
+- 16-bit grayscale ("I;16*", "I") is scaled to 8 bits by its full range (>> 8), then to RGB.
+- Grayscale ("L", "1"), palette ("P"), "LA" and "RGBA" are converted to RGB; transparency is
+  composited over white (what a browser shows on a white page).
+- CMYK and YCbCr are converted by Pillow's colour conversion to RGB.
+Output is always a C-contiguous (H, W, 3) uint8 array.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from diffiqa.errors import ImageError
+
+# Truncated files must fail loudly, never load as half-grey pictures.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.uint32)
+        hi = 65535 if mode.startswith("I;16") else max(int(arr.max()), 1)
+        arr8 = (arr.astype(np.float64) * 255.0 / hi).round().clip(0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        arr8 = (arr.clip(0, 1) * 255.0).round().astype(np.uint8) if arr.max() <= 1.0 else arr.clip(0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa"):
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, img).convert("RGB")
+    if mode == "RGB":
+        return img
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, min_size: int | None = None) -> np.ndarray:
+    """Read ``path`` as (H, W, 3) uint8 RGB.
+
+    Raises ``ImageError`` naming the file for: missing, empty, not an image, corrupt or
+    truncated data, and (with ``min_size``) a side shorter than ``min_size`` pixels.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: file not found")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a directory, not an image")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{p}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+                arr = np.array(rgb, dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise ImageError(f"{p}: not an image file (unrecognised format)") from None
+    except OSError as e:
+        msg = str(e)
+        if "truncated" in msg.lower():
+            raise ImageError(f"{p}: truncated image data ({msg})") from None
+        raise ImageError(f"{p}: corrupt image data ({msg})") from None
+    except (SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{p}: corrupt image data ({e})") from None
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.size == 0:
+        raise ImageError(f"{p}: unexpected decoded shape {arr.shape}")
+    if min_size is not None and min(arr.shape[:2]) < min_size:
+        h, w = arr.shape[:2]
+        raise ImageError(f"{p}: image is {w}x{h}, smaller than the crop size {min_size}")
+    return np.ascontiguousarray(arr)
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, **save_kwargs) -> None:
+    """Write (H, W, 3) uint8 (or float in [0,1]) atomically: temp file in the same folder + rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    fmt = Image.registered_extensions().get(p.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{p}: unknown image suffix {p.suffix!r}")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        Image.fromarray(arr).save(tmp, format=fmt, **save_kwargs)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def iter_image_files(paths) -> "list[Path]":
+    """Expand files and folders (recursively, sorted) into image file paths."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
+        else:
+            out.append(p)
+    return out

@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI prints them as one line (no traceback)."""
+
+
+class DiffiqaError(Exception):
+    """Base class: the message names the file/row and the problem."""
+
+
+class ImageError(DiffiqaError):
+    """An image file that cannot be used (corrupt, truncated, empty, too small...)."""
+
+
+class LabelError(DiffiqaError):
+    """A label file/row that cannot be used (missing or non-numeric MOS, duplicates...)."""
+
+
+class ConfigError(DiffiqaError):
+    """Bad params / options."""
+
+
+class ProvenanceError(DiffiqaError):
+    """An artifact was made with other inputs than the current ones."""
