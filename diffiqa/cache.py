@@ -81,10 +81,9 @@ def _short(v) -> str:
 
 
 def _normalise(v):
+    # JSON turns tuples into lists; compare them as lists.
     if isinstance(v, (list, tuple)):
         return [_normalise(x) for x in v]
-    if isinstance(v, float) and v.is_integer():
-        return v  # keep floats as floats: eta 0.0 vs 0 compare equal anyway
     return v
 
 
@@ -179,7 +178,7 @@ class Cache:
 
     # --- read ---------------------------------------------------------------------------
     def read(self, kind: str, idx, raw: bool = False) -> np.ndarray:
-        """Crops ``idx`` (int, slice or sorted/unsorted int sequence) of ``kind``.
+        """Crops ``idx`` (int → one crop without the leading axis; slice or int sequence) of ``kind``.
 
         Image kinds: (n,3,S,S) float32 in image space [0,1] (float16 stores give the unclipped
         model values mapped by (x+1)/2); ``raw=True`` returns the stored dtype. ``row`` and
@@ -188,7 +187,8 @@ class Cache:
         if kind not in IMAGE_KINDS + ("row", "box", "done"):
             raise DiffiqaError(f"{self.path}: unknown array {kind!r}")
         arr = self.group[kind]
-        if isinstance(idx, (int, np.integer)):
+        single = isinstance(idx, (int, np.integer))
+        if single:
             out = arr[int(idx) : int(idx) + 1]
         elif isinstance(idx, slice):
             out = arr[idx]
@@ -198,11 +198,12 @@ class Cache:
             got = arr.get_orthogonal_selection((ids[order],))
             out = np.empty_like(got)
             out[order] = got
-        if kind not in IMAGE_KINDS or raw:
-            return out[0] if isinstance(idx, (int, np.integer)) and kind not in IMAGE_KINDS else out
-        if self.spec.dtype == "uint8":
-            return out.astype(np.float32) / 255.0
-        return (out.astype(np.float32) + 1.0) / 2.0
+        if kind in IMAGE_KINDS and not raw:
+            if self.spec.dtype == "uint8":
+                out = out.astype(np.float32) / 255.0
+            else:
+                out = (out.astype(np.float32) + 1.0) / 2.0
+        return out[0] if single else out
 
 
 def _create(path: Path, spec: CacheSpec, rows: np.ndarray, boxes: np.ndarray) -> None:
