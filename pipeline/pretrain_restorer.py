@@ -1,0 +1,79 @@
+"""Stage `pretrain_restorer`: data/pairs -> models/restorer/restorer.pt (+ loss curve, PSNR gain).
+
+Params group `pretrain_restorer`: the `RestorerConfig` fields (nested `unet`) plus `eval`
+(sampler and steps used to measure the held-out PSNR/SSIM gain).
+Resumes after `kill -9` from data/resume/pretrain_restorer/last.pt, but only when that state
+was made with the current config (otherwise it starts over and says so).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+
+from diffiqa.config import from_dict, to_dict
+from diffiqa.io_utils import write_json_atomic
+from pipeline.common import PAIRS_DIR, RESTORER_CKPT, RESUME_DIR, main_guard, params
+
+log = logging.getLogger("pipeline.pretrain_restorer")
+WORK_DIR = RESUME_DIR / "pretrain_restorer"
+
+
+@dataclass
+class RestorerEvalParams:
+    sampler: str = "ddim"
+    steps: int = 10
+    max_pairs: int = 256
+
+
+def _fresh_or_resume(config: dict) -> None:
+    """Keep the resume state only if it was made with exactly this config."""
+    marker = WORK_DIR / "config.json"
+    if WORK_DIR.exists():
+        old = json.loads(marker.read_text()) if marker.exists() else None
+        if old != config:
+            log.info("resume state in %s was made with other params: starting over", WORK_DIR)
+            shutil.rmtree(WORK_DIR)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, config)
+
+
+def run_pretrain_restorer(all_params: dict | None = None) -> dict:
+    from diffiqa.data.pairs import load_pairs
+    from diffiqa.diffusion.training import RestorerConfig, evaluate_restorer, load_restorer, train_restorer
+
+    group = dict((all_params or params()).get("pretrain_restorer") or {})
+    ev = from_dict(RestorerEvalParams, group.pop("eval", None), "pretrain_restorer.eval")
+    cfg = from_dict(RestorerConfig, group, "pretrain_restorer")
+    _fresh_or_resume(to_dict(cfg))
+
+    train_restorer(PAIRS_DIR, WORK_DIR, cfg, progress=True)
+    RESTORER_CKPT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(WORK_DIR / "restorer.pt", RESTORER_CKPT.with_suffix(".tmp"))
+    RESTORER_CKPT.with_suffix(".tmp").replace(RESTORER_CKPT)
+
+    net, _, _ = load_restorer(RESTORER_CKPT)
+    distorted, pristine, meta = load_pairs(PAIRS_DIR, heldout=True)
+    n = min(len(meta), ev.max_pairs)
+    metrics = evaluate_restorer(
+        net, distorted[:n], pristine[:n], meta.iloc[:n], sampler=ev.sampler, steps=ev.steps, seed=cfg.seed
+    )
+    write_json_atomic("metrics/restorer.json", metrics)
+    plots = "plots/restorer/loss.csv"
+    from pathlib import Path
+
+    Path(plots).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(WORK_DIR / "loss.csv", plots)
+    log.info("restorer: %s", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    return metrics
+
+
+def main() -> None:
+    run_pretrain_restorer()
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))
