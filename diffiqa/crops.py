@@ -1,0 +1,48 @@
+"""Deterministic crops at native resolution.
+
+The crop boxes of an image are a function of (seed, image key) only, so the same image gets
+the same crops whatever the order of the index, the sharding or the process. Crops are never
+resized: resizing CLIVE's 500² images to 224² dropped a baseline's SRCC from 0.77 to 0.61.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from diffiqa.errors import ImageError
+
+Box = tuple[int, int, int, int]  # (top, left, height, width) in the original image
+
+
+def _key_entropy(key: str) -> int:
+    # A stable hash (Python's hash() is salted per process).
+    return int.from_bytes(hashlib.sha256(str(key).encode("utf-8")).digest()[:8], "little")
+
+
+def crop_boxes(height: int, width: int, crop_size: int, n: int, seed: int, key: str) -> list[Box]:
+    """``n`` boxes (top, left, crop_size, crop_size) uniformly placed inside a ``height``×``width`` image.
+
+    Raises ``ImageError`` naming ``key`` when a side is shorter than ``crop_size``.
+    """
+    if n < 1 or crop_size < 1:
+        raise ValueError(f"need n >= 1 and crop_size >= 1, got n={n}, crop_size={crop_size}")
+    if height < crop_size or width < crop_size:
+        raise ImageError(f"{key}: image is {width}x{height}, smaller than the crop size {crop_size}")
+    rng = np.random.default_rng([int(seed), _key_entropy(key)])
+    tops = rng.integers(0, height - crop_size + 1, size=n)
+    lefts = rng.integers(0, width - crop_size + 1, size=n)
+    return [(int(t), int(l), crop_size, crop_size) for t, l in zip(tops, lefts)]
+
+
+def cut_crops(image: np.ndarray, boxes) -> np.ndarray:
+    """(H,W,3) uint8 image + boxes → (n,3,S,S) uint8 crops (channels first)."""
+    out = [image[t : t + h, l : l + w].transpose(2, 0, 1) for t, l, h, w in boxes]
+    return np.ascontiguousarray(np.stack(out))
+
+
+def centre_box(height: int, width: int, crop_size: int) -> Box:
+    """The centred square box of side ``min(crop_size, height, width)``."""
+    s = min(crop_size, height, width)
+    return ((height - s) // 2, (width - s) // 2, s, s)

@@ -1,0 +1,224 @@
+"""Deterministic crops, restore_dataset (resume after kill -9, shards), `diffiqa restore`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from diffiqa.cache import IMAGE_KINDS, read_cache
+from diffiqa.config import to_dict
+from diffiqa.crops import crop_boxes, cut_crops
+from diffiqa.data.image_io import save_image
+from diffiqa.errors import ImageError, ProvenanceError
+from diffiqa.restore import RestoreParams, restore_dataset
+
+WORKER = Path(__file__).resolve().parent / "restore_worker.py"
+S = 8
+# 6 images x 2 crops = 12 crops in 4 shards of 3; batches of 2 cut across shard ends.
+PARAMS = dict(crop_size=S, crops_per_image=2, seed=3, sampler="ddpm", steps=4, keep_steps=(1, 2),
+              batch_size=2, shard_size=3)
+
+
+# --- crops -----------------------------------------------------------------------------
+def test_crop_boxes_deterministic_and_inside():
+    a = crop_boxes(40, 30, 16, 5, seed=1, key="img/a.png")
+    assert a == crop_boxes(40, 30, 16, 5, seed=1, key="img/a.png")
+    assert a != crop_boxes(40, 30, 16, 5, seed=2, key="img/a.png")
+    assert a != crop_boxes(40, 30, 16, 5, seed=1, key="img/b.png")
+    for top, left, h, w in a + crop_boxes(16, 16, 16, 3, 0, "x"):
+        assert (h, w) in [(16, 16)]
+        assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 30
+
+
+def test_crop_boxes_too_small_names_the_image():
+    with pytest.raises(ImageError, match="img/a.png.*smaller than the crop size 16"):
+        crop_boxes(15, 40, 16, 1, 0, "img/a.png")
+
+
+def test_cut_crops_native_resolution():
+    img = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    out = cut_crops(img, [(2, 5, 8, 8)])
+    assert out.shape == (1, 3, 8, 8)
+    np.testing.assert_array_equal(out[0].transpose(1, 2, 0), img[2:10, 5:13])
+
+
+# --- restore_dataset --------------------------------------------------------------------
+def _tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    from diffiqa.diffusion.training import save_restorer
+    from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
+
+    torch.manual_seed(seed)
+    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(),
+                     attn_reference_size=S, dropout=0.0, norm="group")
+    save_restorer(path, ConditionalUNet(cfg), cfg)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Six small images of different sizes, an index, a tiny restorer, one reference store."""
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("restore")
+    rng = np.random.default_rng(0)
+    names = []
+    for i, (h, w) in enumerate([(12, 10), (8, 8), (16, 9), (10, 14), (9, 9), (11, 8)]):
+        name = f"img/{i}.png"
+        save_image(d / "root" / name, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        names.append(name)
+    index = pd.DataFrame({"image": names, "mos": np.arange(6.0)})
+    index.to_csv(d / "index.csv", index=False)
+    ckpt = _tiny_checkpoint(d / "restorer.pt")
+    summary = restore_dataset(index, d / "root", d / "ref.zarr", ckpt, RestoreParams(**PARAMS),
+                              progress=False, device="cpu")
+    return {"dir": d, "index": index, "ckpt": ckpt, "ref": d / "ref.zarr", "summary": summary}
+
+
+def _job(dataset, store, shard=(0, 1), delay_s=0.0, **overrides) -> Path:
+    d = dataset["dir"]
+    job = {"index_csv": str(d / "index.csv"), "root": str(d / "root"), "store": str(store),
+           "checkpoint": str(dataset["ckpt"]), "params": {**PARAMS, **overrides}, "shard": list(shard),
+           "delay_s": delay_s}
+    path = Path(str(store) + f".job{shard[0]}.json")
+    path.write_text(json.dumps(job))
+    return path
+
+
+def _worker(job: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(WORKER), str(job)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _assert_same_store(a: Path, b: Path):
+    ca, cb = read_cache(a), read_cache(b)
+    assert ca.spec == cb.spec
+    for kind in IMAGE_KINDS + ("row", "box", "done"):
+        np.testing.assert_array_equal(ca.read(kind, slice(None), raw=True), cb.read(kind, slice(None), raw=True),
+                                      err_msg=kind)
+
+
+def test_reference_store_is_complete_and_sane(dataset):
+    s = dataset["summary"]
+    assert s["complete"] and s["n_crops"] == 12 and s["n_shards"] == 4 and s["crops_written"] == 12
+    c = read_cache(dataset["ref"])
+    assert c.spec.noise_batch == 2  # DDPM step noise is per batch: recorded as provenance
+    # distorted crops are exactly the image pixels under the recorded box
+    from diffiqa.data.image_io import load_image
+
+    for i in (0, 7, 11):
+        top, left, h, w = c.boxes[i]
+        img = load_image(dataset["dir"] / "root" / dataset["index"]["image"][c.rows[i]])
+        np.testing.assert_array_equal(c.read("distorted", i, raw=True).transpose(1, 2, 0),
+                                      img[top:top + h, left:left + w])
+    restored = c.read("restored", slice(None))
+    assert restored.min() >= 0 and restored.max() <= 1 and restored.std() > 0
+    # a second call finds nothing to do
+    again = restore_dataset(dataset["index"], dataset["dir"] / "root", dataset["ref"], dataset["ckpt"],
+                            RestoreParams(**PARAMS), progress=False, device="cpu")
+    assert again["crops_written"] == 0 and again["complete"]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_equals_uninterrupted(dataset, tmp_path):
+    store = tmp_path / "killed.zarr"
+    proc = _worker(_job(dataset, store, delay_s=0.6))
+    n_done, deadline = 0, time.time() + 60
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if (store / "zarr.json").exists():
+                n_done = int(read_cache(store, require_complete=False).done.sum())
+                if 0 < n_done < 12:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"worker ended before it could be killed: {proc.communicate()[1][-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    partial = read_cache(store, require_complete=False)
+    assert 0 < partial.done.sum() < 12 and partial.pending_shards()
+    summary = restore_dataset(dataset["index"], dataset["dir"] / "root", store, dataset["ckpt"],
+                              RestoreParams(**PARAMS), progress=False, device="cpu")
+    assert summary["complete"] and 0 < summary["crops_written"] < 12  # only what was missing
+    _assert_same_store(store, dataset["ref"])
+
+
+@pytest.mark.slow
+def test_two_concurrent_shard_processes_equal_one(dataset, tmp_path):
+    store = tmp_path / "sharded.zarr"
+    restore_dataset(dataset["index"], dataset["dir"] / "root", store, dataset["ckpt"], RestoreParams(**PARAMS),
+                    progress=False, device="cpu", create_only=True)
+    procs = [_worker(_job(dataset, store, shard=(i, 2))) for i in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err.decode()[-2000:]
+    written = [json.loads(out.decode().strip().splitlines()[-1])["crops_written"] for out, _ in outs]
+    assert written == [6, 6]  # shards 0,2 and 1,3
+    _assert_same_store(store, dataset["ref"])
+
+
+def test_provenance_checked_against_checkpoint_and_params(dataset, tmp_path):
+    other = _tiny_checkpoint(tmp_path / "other.pt", seed=1)
+    with pytest.raises(ProvenanceError, match="restorer_sha256: store was made with"):
+        restore_dataset(dataset["index"], dataset["dir"] / "root", dataset["ref"], other,
+                        RestoreParams(**PARAMS), progress=False, device="cpu")
+    with pytest.raises(ProvenanceError, match="steps: store was made with 4 but the current value is 5"):
+        restore_dataset(dataset["index"], dataset["dir"] / "root", dataset["ref"], dataset["ckpt"],
+                        RestoreParams(**{**PARAMS, "steps": 5}), progress=False, device="cpu")
+
+
+def test_ddim_eta0_does_not_depend_on_batch_size(dataset, tmp_path):
+    kw = dict(PARAMS, sampler="ddim", eta=0.0, dtype="float16")
+    stores = []
+    for bs in (1, 3):
+        store = tmp_path / f"b{bs}.zarr"
+        restore_dataset(dataset["index"], dataset["dir"] / "root", store, dataset["ckpt"],
+                        RestoreParams(**{**kw, "batch_size": bs}), progress=False, device="cpu")
+        stores.append(read_cache(store))
+    assert stores[0].spec.noise_batch == 0
+    for kind in ("restored", "noisy_1", "noisy_2"):
+        np.testing.assert_allclose(stores[0].read(kind, slice(None)), stores[1].read(kind, slice(None)),
+                                   atol=2e-3, err_msg=kind)
+
+
+def test_too_small_image_fails_before_any_work(dataset, tmp_path):
+    with pytest.raises(ImageError, match=r"img/1.png: image is 8x8, smaller than the crop size 9"):
+        restore_dataset(dataset["index"], dataset["dir"] / "root", tmp_path / "x.zarr", dataset["ckpt"],
+                        RestoreParams(**{**PARAMS, "crop_size": 9}), progress=False, device="cpu")
+    assert not (tmp_path / "x.zarr").exists()
+
+
+# --- diffiqa restore --------------------------------------------------------------------
+def test_cli_restore_writes_four_files(dataset, tmp_path):
+    from diffiqa.cli import main
+
+    imgs = [dataset["dir"] / "root" / "img" / "0.png", dataset["dir"] / "root" / "img" / "2.png"]
+    out = tmp_path / "out"
+    rc = main(["restore", *map(str, imgs), "--out", str(out), "--checkpoint", str(dataset["ckpt"]),
+               "--steps", "4", "--no-progress"])
+    assert rc == 0
+    from PIL import Image
+
+    for img in imgs:
+        w, h = Image.open(img).size
+        for kind in ("restored", "noisy_1", "noisy_2"):
+            assert Image.open(out / f"{img.stem}_{kind}.png").size == (w, h)
+        strip = Image.open(out / f"{img.stem}_strip.png")
+        assert strip.size[0] >= 4 * w and strip.size[1] > h
+
+
+def test_cli_restore_missing_checkpoint_is_a_clear_error(tmp_path, capsys, dataset):
+    from diffiqa.cli import main
+
+    rc = main(["restore", str(dataset["dir"] / "root" / "img" / "0.png"), "--out", str(tmp_path),
+               "--checkpoint", str(tmp_path / "nope.pt")])
+    assert rc == 2
+    assert "nope.pt: restorer checkpoint not found" in capsys.readouterr().err
