@@ -92,10 +92,9 @@ def test_restore_resumes_after_kill_without_recomputing(repo):
     kill_when(stage("restore", "demo"), repo, some_done)
     done_before = zarr.open_group(str(store), mode="r")["done"][...].copy()
     assert 0 < done_before.sum() < len(done_before)
-    r = run(stage("restore", "demo"), repo)
+    run(stage("restore", "demo"), repo)
     resumed = _arrays(store)
     assert resumed["done"].all()
-    assert "pending" in (r.stdout + r.stderr).lower() or True  # the count is logged; equality below is the proof
     shutil.rmtree(store)
     run(stage("restore", "demo"), repo)
     fresh = _arrays(store)
