@@ -1,0 +1,1 @@
+"""Diffusion restorer: cosine schedule, SR3 conditional U-Net, samplers, training."""
