@@ -1,0 +1,133 @@
+"""The demo dataset: no download, built in seconds from photographs scikit-image ships.
+
+Pristine colour photographs bundled inside scikit-image (available offline) are centre-cropped
+to a square, resized to ``size`` x ``size`` and distorted with ``diffiqa.data.distortions``.
+The score of each distorted image is a **pseudo-MOS**: SSIM against its pristine image
+(``skimage.metrics.structural_similarity`` on [0,1] RGB), times 100. It is a full-reference
+metric, not human opinion; it only lets the whole pipeline run end to end without a download.
+
+Written under ``out_dir`` (which is then the dataset root):
+``reference/<photo>.png`` (pristine, not rated), ``images/<photo>_<kind>_<level>.png`` and
+``demo_labels.csv`` (the index columns but ``quality``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from diffiqa.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Colour photographs in scikit-image 0.26 that load without network access (others need pooch).
+DEMO_PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "motorcycle",
+    "retina", "hubble_deep_field", "immunohistochemistry",
+)
+DEMO_KINDS = ("gaussian_blur", "white_noise", "jpeg", "jpeg2000", "contrast_change", "pixelate")
+DEMO_LEVELS = (1, 3, 5)
+DEMO_LABELS = "demo_labels.csv"
+PSEUDO_MOS_NOTE = (
+    "demo dataset: mos is a pseudo-MOS = 100 * SSIM(distorted, pristine) "
+    "(skimage.metrics.structural_similarity), a full-reference metric, not human opinion"
+)
+
+
+def _photo(name: str) -> np.ndarray:
+    """(H,W,3) uint8 bundled photograph."""
+    from skimage import data
+
+    if name == "motorcycle":
+        return data.stereo_motorcycle()[0]  # the left view; the right one is the same scene
+    return getattr(data, name)()
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop, resized (anti-aliased) to (size, size, 3) uint8."""
+    from skimage.transform import resize
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[top : top + side, left : left + side, :3]
+    out = resize(crop, (size, size), order=3, anti_aliasing=True, preserve_range=True)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def pseudo_mos(distorted: np.ndarray, pristine: np.ndarray) -> float:
+    """100 * SSIM of two (H,W,3) uint8 images, computed on [0,1] float RGB."""
+    from skimage.metrics import structural_similarity
+
+    a = distorted.astype(np.float64) / 255.0
+    b = pristine.astype(np.float64) / 255.0
+    return 100.0 * float(structural_similarity(a, b, channel_axis=2, data_range=1.0))
+
+
+def build_demo(
+    out_dir: str | Path,
+    n_images: int = len(DEMO_PHOTOS),
+    kinds: Sequence[str] = DEMO_KINDS,
+    levels: Sequence[int] = DEMO_LEVELS,
+    size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Write the demo dataset under ``out_dir``; return its rows (index columns but ``quality``).
+
+    ``n_images`` photographs (at most ``len(DEMO_PHOTOS)`` = 8) x ``kinds`` x ``levels``
+    distorted images of ``size`` x ``size``. Deterministic: the same arguments write the same
+    bytes (each image's randomness is seeded by ``seed``, photo, kind and level).
+    """
+    from tqdm import tqdm
+
+    from diffiqa.data.distortions import DISTORTION_TYPES, distort
+    from diffiqa.data.image_io import save_image
+
+    if not 1 <= n_images <= len(DEMO_PHOTOS):
+        raise ConfigError(f"demo: n_images must be 1..{len(DEMO_PHOTOS)} (photographs bundled offline), got {n_images}")
+    unknown = [k for k in kinds if k not in DISTORTION_TYPES]
+    if unknown:
+        raise ConfigError(f"demo: unknown distortion kind(s) {unknown}; known: {DISTORTION_TYPES}")
+    bad_levels = [lv for lv in levels if int(lv) != lv or not 1 <= int(lv) <= 5]
+    if bad_levels:
+        raise ConfigError(f"demo: levels must be integers 1..5, got {bad_levels}")
+    if size < 16:
+        raise ConfigError(f"demo: size must be at least 16 px, got {size}")
+    out = Path(out_dir)
+    records = []
+    photos = DEMO_PHOTOS[:n_images]
+    bar = tqdm(total=len(photos) * len(kinds) * len(levels), desc="demo images", disable=not progress)
+    for p_idx, name in enumerate(photos):
+        pristine = _square(_photo(name), size)
+        ref_rel = f"reference/{name}.png"
+        save_image(out / ref_rel, pristine)
+        for kind in kinds:
+            k_idx = DISTORTION_TYPES.index(kind)
+            for level in levels:
+                rng = np.random.default_rng([seed, p_idx, k_idx, int(level)])
+                distorted = distort(pristine, kind, int(level), rng)
+                rel = f"images/{name}_{kind}_{int(level)}.png"
+                save_image(out / rel, distorted)
+                records.append(
+                    {
+                        "image": rel,
+                        "mos": round(pseudo_mos(distorted, pristine), 4),
+                        "content": name,
+                        "distortion": kind,
+                        "level": int(level),
+                        "reference": ref_rel,
+                    }
+                )
+                bar.update(1)
+    bar.close()
+    table = pd.DataFrame.from_records(records)
+    from diffiqa.io_utils import write_text_atomic
+
+    write_text_atomic(out / DEMO_LABELS, table.to_csv(index=False))
+    log.info("demo: wrote %d distorted images of %d photographs under %s", len(table), len(photos), out)
+    return table
