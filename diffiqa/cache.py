@@ -58,9 +58,6 @@ class CacheSpec:
     n_images: int = 0
     index_hash: str = ""
     shard_size: int = 32
-    # Batch size that shares one noise generator; 0 when noise is drawn per crop (then the
-    # pixels do not depend on batching). See diffiqa.restore.
-    noise_batch: int = 0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):

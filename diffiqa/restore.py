@@ -4,12 +4,10 @@ Resumable and shardable: work is done a whole cache shard at a time and marked `
 after it is written, so a killed run restarts at the first unfinished shard, and ``n``
 processes given ``shard=(i, n)`` fill disjoint shards of one store.
 
-Reproducibility: the starting noise x_T of every crop comes from its own generator seeded by
-(seed, crop id), so with DDIM at eta=0 (deterministic after x_T) the pixels do not depend on
-batching, sharding or resuming. The samplers take one generator per batch for their step
-noise, so with DDPM or eta>0 the step noise is drawn per batch; batches are cut inside a
-shard at fixed positions, so the pixels still do not depend on sharding or resuming, but do
-depend on ``batch_size``, which is then recorded in the cache's provenance (``noise_batch``).
+Reproducibility: every crop draws its starting noise and its step noise from its own
+generator seeded by (seed, crop id), so its pixels do not depend on batching, sharding,
+resuming or the device (up to floating-point differences of the network between batch sizes
+and devices; within one machine and batch size, reruns are bit-identical).
 """
 
 from __future__ import annotations
@@ -55,15 +53,12 @@ class RestoreParams:
             raise ConfigError(f"restore.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if len(self.keep_steps) != 2:
             raise ConfigError(f"restore.keep_steps must name 2 steps (noisy_1, noisy_2), got {list(self.keep_steps)}")
-        if any(k < 1 or k >= self.steps for k in self.keep_steps):
-            raise ConfigError(f"restore.keep_steps {list(self.keep_steps)} must lie in [1, steps={self.steps})")
+        if any(k < 1 for k in self.keep_steps) or self.steps < 2:
+            # keep_steps count steps before the end of a 50-step chain; shorter chains keep
+            # the state of the nearest noise level (diffiqa.diffusion.samplers.keep_positions).
+            raise ConfigError(f"restore.keep_steps {list(self.keep_steps)} must be >= 1 and steps >= 2")
         if self.batch_size < 1 or self.shard_size < 1 or self.crops_per_image < 1:
             raise ConfigError("restore.batch_size, shard_size and crops_per_image must be >= 1")
-
-    @property
-    def noise_per_crop(self) -> bool:
-        """True when all randomness is the per-crop x_T (DDIM, eta=0)."""
-        return self.sampler == "ddim" and float(self.eta) == 0.0
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -118,29 +113,48 @@ def _load_restorer(checkpoint_path: Path, device: torch.device):
     return net.to(device).eval()
 
 
+def per_crop_states(net, cond: torch.Tensor, crop_ids, params: RestoreParams):
+    """The DDPM / DDIM chain for a batch, with every crop's noise from its own generator.
+
+    ``cond`` (n,3,S,S) in [-1,1]. Crop c draws x_T and then each step's noise from
+    ``Generator().manual_seed(crop_seed(seed, c))`` in the order ``ddpm_sample`` /
+    ``ddim_sample`` draw them, so for one crop this equals the library sampler run with that
+    generator, and a crop's pixels do not depend on its batch, shard or device. The loop is
+    written here (over the library's step functions) because the library samplers take one
+    generator for the whole batch. Yields ``SamplerState`` like the library samplers.
+    """
+    from diffiqa.diffusion.samplers import SamplerState, ddim_step, ddpm_step
+    from diffiqa.diffusion.schedule import sampling_timesteps
+
+    gens = [torch.Generator().manual_seed(crop_seed(params.seed, int(c))) for c in crop_ids]
+    shape = tuple(cond.shape[1:])
+    stochastic = params.sampler == "ddpm" or float(params.eta) > 0
+
+    def draw():  # (n,3,S,S) on the CPU, one slice per crop generator, then to the device
+        return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(cond.device, cond.dtype)
+
+    ts = sampling_timesteps(params.steps).tolist() + [0.0]
+    x = draw()
+    for i in range(params.steps):
+        with torch.no_grad():
+            noise = draw() if stochastic else None
+            if params.sampler == "ddpm":
+                x, x0 = ddpm_step(net, cond, x, ts[i], ts[i + 1], noise=noise)
+            else:
+                x, x0 = ddim_step(net, cond, x, ts[i], ts[i + 1], eta=float(params.eta), noise=noise)
+        yield SamplerState(i, ts[i + 1], x, x0)
+
+
 def sample_crops(net, crops_u8: np.ndarray, crop_ids, params: RestoreParams, device: torch.device) -> dict[str, np.ndarray]:
     """Restore one batch. ``crops_u8`` (n,3,S,S) uint8 → {kind: (n,3,S,S) float32 image space}.
 
     ``restored`` is in [0,1]; the kept noisy states are (x+1)/2 of the [-1,1] model state,
     unclipped (a float16 cache keeps their tails; uint8 clips).
     """
-    from diffiqa.diffusion.samplers import ddim_sample, ddpm_sample, run_and_keep, to_model_space
+    from diffiqa.diffusion.samplers import run_and_keep, to_model_space
 
     cond = to_model_space(torch.from_numpy(crops_u8).to(device=device, dtype=torch.float32) / 255.0)
-    gen = None
-    if not params.noise_per_crop:
-        # Step noise: one generator per batch, seeded by the batch's first crop (see module doc).
-        gen = torch.Generator(device=device).manual_seed(crop_seed(params.seed + 1, int(crop_ids[0])))
-    if params.sampler == "ddim":
-        # x_T drawn on the CPU per crop: the same on any device, batch or shard.
-        x_T = torch.stack([
-            torch.randn(cond.shape[1:], generator=torch.Generator().manual_seed(crop_seed(params.seed, c)))
-            for c in crop_ids
-        ]).to(device)
-        states = ddim_sample(net, cond, params.steps, eta=float(params.eta), generator=gen, x_T=x_T)
-    else:
-        states = ddpm_sample(net, cond, params.steps, generator=gen)
-    final, kept = run_and_keep(states, params.keep_steps, params.steps)
+    final, kept = run_and_keep(per_crop_states(net, cond, crop_ids, params), params.keep_steps, params.steps)
 
     def image(x):  # [-1,1] model space → [0,1] image space, unclipped on purpose
         return ((x.float() + 1.0) / 2.0).cpu().numpy()
@@ -180,7 +194,7 @@ def restore_dataset(
         eta=float(params.eta), keep_steps=tuple(int(k) for k in params.keep_steps),
         crop_size=int(params.crop_size), crops_per_image=int(params.crops_per_image), seed=int(params.seed),
         dtype=params.dtype, n_images=len(index_df), index_hash=index_hash(index_df),
-        shard_size=int(params.shard_size), noise_batch=0 if params.noise_per_crop else int(params.batch_size),
+        shard_size=int(params.shard_size),
     )
     rows, boxes = plan_crops(index_df, root, params)
     cache = open_cache(store_path, spec, rows, boxes)
@@ -267,11 +281,6 @@ def restore_images(
     files = iter_image_files(paths)
     if not files:
         raise DiffiqaError("no images given")
-    # keep_steps must fit inside short chains (e.g. --steps 4): scale them like a 50-step chain.
-    if steps <= max(keep_steps):
-        keep_steps = tuple(sorted({max(1, min(steps - 1, round(k * steps / 50))) for k in keep_steps}))
-        if len(keep_steps) < 2:
-            raise ConfigError(f"--steps {steps} is too few to keep two intermediate states; use at least 3")
     params = RestoreParams(crop_size=crop or 1, sampler=sampler, steps=steps, eta=eta,
                            keep_steps=keep_steps, seed=seed)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
