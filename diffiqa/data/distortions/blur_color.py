@@ -54,11 +54,16 @@ def motion_blur(image: np.ndarray, length: float, rng: np.random.Generator) -> n
 
 
 def color_diffusion(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
-    """Colour bleeding: blur the Lab chroma (a, b) with sigma = 1.5*amount + 2 and scale it by
-    ``amount``, luminance untouched (KADID's ``imcolorblur(I, 1.5a+2, a)``)."""
+    """Colour bleeding: blur the Lab chroma (a, b) with sigma = 1.5*amount + 2 px, luminance
+    untouched (KADID's ``imcolorblur(I, 1.5a+2, ...)``).
+
+    The MATLAB generator we found also multiplies the blurred chroma by ``amount``; that
+    turns every image into saturated red at levels 3-5 (it duplicates color_saturation_2),
+    so only the blur is applied here.
+    """
     lab = rgb2lab(image)
     sigma = 1.5 * amount + 2.0
-    lab[..., 1:] = ndimage.gaussian_filter(lab[..., 1:], sigma=(sigma, sigma, 0), mode="nearest") * amount
+    lab[..., 1:] = ndimage.gaussian_filter(lab[..., 1:], sigma=(sigma, sigma, 0), mode="nearest")
     return lab2rgb(lab)
 
 
