@@ -1,0 +1,215 @@
+"""Pre-training pairs for the restorer: random crops of pristine images and their distorted
+versions, from the KADID-10k distortion library.
+
+Layout of ``out_dir`` (written as a whole, atomically: built in a temporary sibling folder
+and renamed, so a failed run leaves the previous output or nothing):
+- ``pairs.zarr``: Zarr v3 group, arrays ``distorted`` and ``pristine`` of shape (N,3,S,S)
+  uint8, chunks of 64 crops, Blosc zstd; attributes record the parameters.
+- ``pairs.parquet``: one row per crop, row i <-> array index i: ``source`` (image path as
+  listed), ``distortion`` (type name), ``level`` (1..5), ``heldout`` (bool), ``box``
+  ([top, left, bottom, right] in the source image).
+- ``summary.json``: counts and parameters.
+Rows are grouped by source image (each image is decoded once); shuffle when reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from diffiqa.data.distortions import DISTORTION_TYPES, check_level, distort, resolve_kind
+from diffiqa.data.image_io import iter_image_files, load_image
+from diffiqa.errors import ConfigError, DiffiqaError
+from diffiqa.io_utils import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CHUNK_CROPS = 64
+FORMAT_VERSION = 1
+
+
+def _split_heldout(files: list[Path], heldout_images: int | float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Seeded shuffle of whole source images; the last ones are held out.
+
+    ``heldout_images``: a count (int >= 0) or a fraction in [0, 1) of the images.
+    """
+    if isinstance(heldout_images, bool) or heldout_images < 0:
+        raise ConfigError(f"heldout_images={heldout_images!r}: give a count >= 0 or a fraction in [0, 1)")
+    if isinstance(heldout_images, float) and heldout_images < 1.0:
+        n_held = int(round(heldout_images * len(files)))
+    else:
+        n_held = int(heldout_images)
+    if n_held > len(files):
+        raise ConfigError(f"heldout_images={heldout_images!r}: only {len(files)} pristine images were found")
+    order = np.random.default_rng([seed, 0]).permutation(len(files))
+    shuffled = [files[i] for i in order]
+    return shuffled[: len(files) - n_held], shuffled[len(files) - n_held :]
+
+
+def _plan(sources: list[Path], n: int, types: list[str], levels: list[int], rng: np.random.Generator) -> pd.DataFrame:
+    """Draw ``n`` crops: source image, relative position (u, v) in [0,1), type and level."""
+    if n == 0:
+        return pd.DataFrame({"src": [], "u": [], "v": [], "distortion": [], "level": []})
+    return pd.DataFrame(
+        {
+            "src": rng.integers(0, len(sources), n),
+            "u": rng.random(n),
+            "v": rng.random(n),
+            "distortion": [types[i] for i in rng.integers(0, len(types), n)],
+            "level": [levels[i] for i in rng.integers(0, len(levels), n)],
+        }
+    )
+
+
+def make_pairs(
+    pristine_dirs: list[Path],
+    out_dir: Path,
+    crop_size: int,
+    types: list[str] | None,
+    levels: list[int],
+    count: int,
+    heldout_images: int | float,
+    seed: int,
+    heldout_count: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Synthesise ``count`` training and ``heldout_count`` held-out (distorted, pristine) crops.
+
+    pristine_dirs: folders and/or image files (searched recursively). crop_size: S, the
+    side of the square crops. types: distortion names or KADID ids (None = all 25).
+    levels: allowed levels (subset of 1..5). Held-out crops come only from the held-out
+    source images, training crops only from the others. Deterministic under ``seed``.
+    Returns a summary dict (also written to ``out_dir/summary.json``).
+    """
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    type_names = [resolve_kind(t) for t in (types if types is not None else DISTORTION_TYPES)]
+    if not type_names:
+        raise ConfigError("types: empty list; give None for all 25 or some of " + ", ".join(DISTORTION_TYPES))
+    level_list = [check_level(level) for level in levels]
+    if not level_list:
+        raise ConfigError("levels: empty list; allowed levels: 1, 2, 3, 4, 5")
+    if crop_size < 8:
+        raise ConfigError(f"crop_size={crop_size}: must be at least 8 pixels")
+    if count < 0 or heldout_count < 0:
+        raise ConfigError(f"count={count}, heldout_count={heldout_count}: must be >= 0")
+    files = iter_image_files([Path(p) for p in pristine_dirs])
+    if not files:
+        raise ConfigError(f"no pristine images found in {[os.fspath(p) for p in pristine_dirs]}")
+    train_src, held_src = _split_heldout(files, heldout_images, seed)
+    if count > 0 and not train_src:
+        raise ConfigError(f"count={count} but every one of the {len(files)} pristine images is held out")
+    if heldout_count > 0 and not held_src:
+        raise ConfigError(f"heldout_count={heldout_count} but heldout_images={heldout_images!r} holds out no image")
+
+    rng = np.random.default_rng([seed, 1])
+    parts = []
+    for sources, n, held in ((train_src, count, False), (held_src, heldout_count, True)):
+        plan = _plan(sources, n, type_names, level_list, rng)
+        plan["source"] = [os.fspath(sources[i]) for i in plan["src"]] if n else []
+        plan["heldout"] = held
+        # Group by image (stable, so the draw order decides ties) to decode each image once.
+        parts.append(plan.sort_values("src", kind="stable"))
+    plan = pd.concat(parts, ignore_index=True)
+    total = len(plan)
+    s = crop_size
+
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        group = zarr.open_group(tmp / "pairs.zarr", mode="w", zarr_format=3)
+        codec = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+        arrays = {
+            kind: group.create_array(kind, shape=(total, 3, s, s), chunks=(CHUNK_CROPS, 3, s, s), dtype="uint8", compressors=codec)
+            for kind in ("distorted", "pristine")
+        }
+        boxes = np.zeros((total, 4), dtype=np.int64)
+        buf = {k: np.zeros((CHUNK_CROPS, 3, s, s), np.uint8) for k in arrays}
+        cached_path, image = None, None
+        for row in tqdm(range(total), desc="pairs", unit="crop", disable=not progress):
+            rec = plan.iloc[row]
+            if rec.source != cached_path:
+                image = load_image(rec.source, min_size=s)
+                cached_path = rec.source
+            h, w = image.shape[:2]
+            top, left = int(rec.u * (h - s + 1)), int(rec.v * (w - s + 1))
+            crop = image[top : top + s, left : left + s]
+            # One generator per row: a crop's distortion does not depend on the others.
+            bad = distort(crop, rec.distortion, int(rec.level), np.random.default_rng([seed, 2, row]))
+            boxes[row] = (top, left, top + s, left + s)
+            buf["pristine"][row % CHUNK_CROPS] = crop.transpose(2, 0, 1)
+            buf["distorted"][row % CHUNK_CROPS] = bad.transpose(2, 0, 1)
+            if row % CHUNK_CROPS == CHUNK_CROPS - 1 or row == total - 1:
+                start = row - row % CHUNK_CROPS
+                for k, arr in arrays.items():  # whole chunks: one compressed write each
+                    arr[start : row + 1] = buf[k][: row + 1 - start]
+        settings = {
+            "crop_size": s,
+            "types": type_names,
+            "levels": level_list,
+            "count": count,
+            "heldout_count": heldout_count,
+            "heldout_images": heldout_images,
+            "seed": seed,
+            "format_version": FORMAT_VERSION,
+        }
+        group.attrs.update(settings)
+        meta = pd.DataFrame(
+            {
+                "source": plan["source"].astype(str),
+                "distortion": plan["distortion"].astype(str),
+                "level": plan["level"].astype("int64"),
+                "heldout": plan["heldout"].astype(bool),
+                "box": [list(map(int, b)) for b in boxes],
+            }
+        )
+        meta.to_parquet(tmp / "pairs.parquet", index=False)
+        summary = {
+            **settings,
+            "n_pairs": total,
+            "n_train": int((~meta["heldout"]).sum()),
+            "n_heldout": int(meta["heldout"].sum()),
+            "train_images": len(train_src),
+            "heldout_images_used": len(held_src),
+            "heldout_sources": sorted(os.fspath(p) for p in held_src),
+        }
+        write_json_atomic(tmp / "summary.json", summary)
+    log.info("wrote %d pairs (%d held out) to %s", total, summary["n_heldout"], out_dir)
+    return summary
+
+
+def load_pairs(out_dir: Path, heldout: bool | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Read pairs written by ``make_pairs``.
+
+    heldout: None = all rows, True = held-out only, False = training only.
+    Returns (distorted (N,3,S,S) uint8, pristine (N,3,S,S) uint8, meta DataFrame with the
+    columns of pairs.parquet, index reset; row i <-> arrays[i]).
+    """
+    import zarr
+
+    out_dir = Path(out_dir)
+    meta_path, store = out_dir / "pairs.parquet", out_dir / "pairs.zarr"
+    if not meta_path.is_file() or not store.is_dir():
+        raise DiffiqaError(f"{out_dir}: no pairs here (pairs.parquet / pairs.zarr missing); run synth_pairs first")
+    meta = pd.read_parquet(meta_path)
+    group = zarr.open_group(store, mode="r")
+    distorted, pristine = group["distorted"], group["pristine"]
+    if distorted.shape[0] != len(meta) or pristine.shape[0] != len(meta):
+        raise DiffiqaError(f"{out_dir}: pairs.zarr has {distorted.shape[0]} crops but pairs.parquet {len(meta)} rows")
+    if heldout is None:
+        rows = np.arange(len(meta))
+    else:
+        rows = np.flatnonzero(meta["heldout"].to_numpy() == bool(heldout))
+    # Rows of one kind are contiguous (training first), so read one slice, not a gather.
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        sl = slice(int(rows[0]), int(rows[-1]) + 1)
+        d, p = distorted[sl], pristine[sl]
+    else:
+        d, p = distorted.get_orthogonal_selection((rows,)), pristine.get_orthogonal_selection((rows,))
+    return np.asarray(d), np.asarray(p), meta.iloc[rows].reset_index(drop=True)
