@@ -303,7 +303,7 @@ def restore_images(
         written["strip"] = out_dir / f"{path.stem}_strip.png"
         k1, k2 = params.keep_steps
         _strip([("distorted", image), (f"restored ({sampler}, {steps} steps)", as_u8["restored"]),
-                (f"noisy_1 ({k1} before end)", as_u8["noisy_1"]), (f"noisy_2 ({k2} before end)", as_u8["noisy_2"])],
+                (f"noisy_1 (t={k1}/50)", as_u8["noisy_1"]), (f"noisy_2 (t={k2}/50)", as_u8["noisy_2"])],
                written["strip"])
         seconds = time.perf_counter() - t0
         log.info("%s -> %s (%.2f s)", path, written["strip"], seconds)

@@ -148,3 +148,18 @@ def test_pending_shards_split_disjointly(tmp_path, n_proc):
         assert all(s % n_proc == i for s in p)
     with pytest.raises(DiffiqaError):
         c.pending_shards(n_proc, n_proc)
+
+
+def test_losing_a_creation_race_keeps_the_winners_store(tmp_path):
+    """Two shard workers may both find no store and build one; the second rename must not
+    replace the first store (which may already hold shards)."""
+    from diffiqa.cache import _create
+
+    rows, boxes = _layout()
+    path = tmp_path / "c.zarr"
+    c = open_cache(path, _spec(), rows, boxes)
+    c.write_shard(0, _shard_arrays(c, 0, np.random.default_rng(0)))
+    _create(path, _spec(), rows, boxes)  # the loser of the race
+    assert [p.name for p in tmp_path.iterdir()] == ["c.zarr"]
+    again = open_cache(path, _spec(), rows, boxes)
+    assert again.pending_shards() == [1, 2]
