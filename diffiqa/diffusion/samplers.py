@@ -93,14 +93,23 @@ def ddpm_step(net, cond, x, t, t_next, noise=None, clip_x0: bool = True):
     return mean, x0
 
 
-def ddim_invert_step(net, cond, x, t, t_next, clip_x0: bool = False):
+def ddim_invert_step(net, cond, x, t, t_next, clip_x0: bool = False, refine_iters: int = 0):
     """Deterministic DDIM step *up* in noise, t -> t_next > t. -> (x_next, x0_pred).
 
-    Uses eps at time t (the usual first-order inversion); exact in the limit of small steps.
+    With ``refine_iters`` = 0 it uses eps at time t (the usual first-order inversion).
+    Each refinement is a fixed-point iteration that re-evaluates eps at (x_next, t_next),
+    converging to the exact inverse of ``ddim_step(x_next, t_next -> t)`` for a smooth net
+    (one extra network call per iteration).
     """
-    eps, x0, _ = _predict(net, cond, x, t, clip_x0)
+    eps, x0, ab = _predict(net, cond, x, t, clip_x0)
     ab_next = cosine_alpha_bar(t_next).to(x.device, x.dtype)
-    return ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps, x0
+    x_next = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+    for _ in range(refine_iters):
+        gamma_next = ab_next.sqrt().expand(x.shape[0])
+        eps = net(x_next, cond, gamma_next)
+        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        x_next = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+    return x_next, x0
 
 
 def _grid(num_steps: int) -> list[float]:
@@ -139,15 +148,19 @@ def ddim_sample(
         yield SamplerState(i, ts[i + 1], x, x0)
 
 
-def ddim_invert(net, cond, x0, num_steps: int, clip_x0: bool = False) -> Iterator[SamplerState]:
+def ddim_invert(
+    net, cond, x0, num_steps: int, clip_x0: bool = False, refine_iters: int = 0
+) -> Iterator[SamplerState]:
     """Deterministic inversion x0 (N,3,H,W) in [-1,1] -> x_T along the reversed grid;
     yields num_steps states, the last at t = 1. ``ddim_sample(..., x_T=last.x)`` on the
-    same num_steps retraces the path back to (approximately) x0."""
+    same num_steps (and ``clip_x0=False``) retraces the path back to approximately x0;
+    ``refine_iters`` > 0 makes each step the exact inverse of the DDIM step, up to the
+    fixed-point tolerance (see ``ddim_invert_step``)."""
     ts = _grid(num_steps)[::-1]
     x = x0
     for i in range(num_steps):
         with torch.no_grad():
-            x, x0_pred = ddim_invert_step(net, cond, x, ts[i], ts[i + 1], clip_x0=clip_x0)
+            x, x0_pred = ddim_invert_step(net, cond, x, ts[i], ts[i + 1], clip_x0=clip_x0, refine_iters=refine_iters)
         yield SamplerState(i, ts[i + 1], x, x0_pred)
 
 
