@@ -104,12 +104,16 @@ def plan_crops(index_df: pd.DataFrame, root: Path, params: RestoreParams) -> tup
     return np.asarray(rows, dtype=np.int64), np.asarray(boxes, dtype=np.int32).reshape(-1, 4)
 
 
+def _require_checkpoint(checkpoint_path: Path) -> None:
+    if not Path(checkpoint_path).is_file():
+        raise DiffiqaError(f"{checkpoint_path}: restorer checkpoint not found; run the pretrain_restorer stage or pass --checkpoint")
+
+
 def _load_restorer(checkpoint_path: Path, device: torch.device):
     from diffiqa.diffusion.training import load_restorer
 
-    if not Path(checkpoint_path).is_file():
-        raise DiffiqaError(f"{checkpoint_path}: restorer checkpoint not found; run the pretrain_restorer stage or pass --checkpoint")
-    net, cfg, _extra = load_restorer(checkpoint_path)
+    _require_checkpoint(checkpoint_path)
+    net, _cfg, _extra = load_restorer(checkpoint_path)
     return net.to(device).eval()
 
 
@@ -188,7 +192,7 @@ def restore_dataset(
     """
     root, store_path, checkpoint_path = Path(root), Path(store_path), Path(checkpoint_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    net = _load_restorer(checkpoint_path, device)
+    _require_checkpoint(checkpoint_path)
     spec = CacheSpec(
         restorer_sha256=file_sha256(checkpoint_path), sampler=params.sampler, steps=int(params.steps),
         eta=float(params.eta), keep_steps=tuple(int(k) for k in params.keep_steps),
@@ -199,9 +203,11 @@ def restore_dataset(
     rows, boxes = plan_crops(index_df, root, params)
     cache = open_cache(store_path, spec, rows, boxes)
     pending = [] if create_only else cache.pending_shards(*shard)
-    todo = sum(np.subtract(*cache.shard_range(k)[::-1]) for k in pending)
+    todo = sum(stop - start for start, stop in map(cache.shard_range, pending))
     log.info("%s: %d crops in %d shards; process %d/%d has %d shards (%d crops) to do",
              store_path, cache.n_crops, cache.n_shards, shard[0], shard[1], len(pending), todo)
+    # Loaded only when there is work: a finished store is a no-op without touching the model.
+    net = _load_restorer(checkpoint_path, device) if pending else None
     images = index_df["image"].astype(str).tolist()
     t0, done_crops = time.perf_counter(), 0
     with tqdm(total=todo, unit="crop", desc=f"restore {store_path.name} {shard[0]}/{shard[1]}",
