@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -65,3 +65,30 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     return data
+
+
+def override(base: T, overrides: dict[str, Any] | None, where: str = "") -> T:
+    """A copy of dataclass instance ``base`` with ``overrides`` applied (nested dicts merge
+    into nested dataclasses; unknown keys are an error naming ``where``)."""
+    merged = to_dict(base)
+
+    def merge(dst: dict, src: dict, path: str) -> None:
+        for key, value in src.items():
+            if key not in dst:
+                raise ConfigError(f"{path or type(base).__name__}: unknown key {key!r}; known: {sorted(dst)}")
+            if isinstance(dst[key], dict) and isinstance(value, dict):
+                merge(dst[key], value, f"{path}.{key}" if path else key)
+            else:
+                dst[key] = value
+
+    merge(merged, dict(overrides or {}), where)
+    return from_dict(type(base), merged, where)
+
+
+def profiled(profiles: Callable[[str], T], group: dict[str, Any] | None, where: str) -> T:
+    """``{profile: name, **overrides}`` from params.yaml -> the library profile + overrides."""
+    group = dict(group or {})
+    name = group.pop("profile", None)
+    if name is None:
+        raise ConfigError(f"{where}: needs a `profile:` key (demo, cpu or paper)")
+    return override(profiles(name), group, where)
