@@ -1,0 +1,193 @@
+"""``create_metric("diffiqa")``: score new images with a trained scorer (pyiqa-style API).
+
+For each image: deterministic crops (``crop_boxes`` with the training cache's seed and one
+fixed key, so the same pixels get the same crops whether given as a path or a tensor) → the
+restorer recorded in the scorer checkpoint (same sampler, steps, keep_steps, noise seeds and
+storage precision as the training cache) → the scorer → mean over the crops.
+
+Model resolution without an explicit checkpoint: the newest ``models/scorer/**/split-<k>.pt``
+under the current directory, else the model shipped in the package
+(``diffiqa/assets/default_scorer.pt`` with its restorer ``default_restorer.pt``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from diffiqa.cache import IMAGE_KINDS
+from diffiqa.crops import crop_boxes, cut_crops
+from diffiqa.data.image_io import load_image
+from diffiqa.errors import ConfigError, DiffiqaError, ImageError, ProvenanceError
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_SCORER = ASSETS / "default_scorer.pt"
+DEFAULT_RESTORER = ASSETS / "default_restorer.pt"
+METRICS = ("diffiqa",)
+CROP_KEY = "image"  # one key for every new image: crops depend on the pixels' size only
+_SPLIT_CKPT = re.compile(r"^split-\d+\.pt$")
+
+HOW_TO_TRAIN = (
+    "train one with `dvc repro train@demo` (the demo profile: minutes on a CPU; writes "
+    "models/scorer/demo/split-0.pt) and run from the repository, or pass --model/checkpoint="
+)
+
+
+def find_checkpoint(checkpoint=None, search_dir=".") -> Path:
+    """The scorer checkpoint to use (explicit, newest in ``models/scorer``, or the packaged one)."""
+    if checkpoint is not None:
+        p = Path(checkpoint)
+        if not p.is_file():
+            raise DiffiqaError(f"{p}: scorer checkpoint not found")
+        return p
+    found = [p for p in Path(search_dir, "models", "scorer").rglob("split-*.pt") if _SPLIT_CKPT.match(p.name)]
+    if found:
+        return max(found, key=lambda p: (p.stat().st_mtime, str(p)))
+    if DEFAULT_SCORER.is_file():
+        return DEFAULT_SCORER
+    raise DiffiqaError(f"no scorer model: none in {Path(search_dir, 'models', 'scorer')} and no packaged "
+                       f"{DEFAULT_SCORER.name}; {HOW_TO_TRAIN}")
+
+
+def find_restorer(checkpoint: Path, extra: dict, restorer=None) -> Path:
+    """The restorer that filled the scorer's training cache; its sha256 must match the record."""
+    from diffiqa.restore import file_sha256
+
+    recorded = extra.get("restorer_path") or ""
+    if restorer is not None:
+        candidates = [Path(restorer)]
+    else:
+        candidates = [Path(recorded)] if recorded else []
+        if recorded and not Path(recorded).is_absolute():
+            candidates += [parent / recorded for parent in checkpoint.resolve().parents]
+        if checkpoint.resolve() == DEFAULT_SCORER.resolve():
+            candidates.insert(0, DEFAULT_RESTORER)
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise DiffiqaError(f"{checkpoint}: its restorer {recorded or '(not recorded)'} was not found; "
+                           f"pass --restorer / restorer= with the checkpoint that filled the training cache")
+    want = extra.get("restorer_sha256")
+    if want:
+        got = file_sha256(path)
+        if got != want:
+            raise ProvenanceError(f"restorer_sha256: {checkpoint} was trained with {want[:12]}… but {path} "
+                                  f"is {got[:12]}…; pass the restorer that filled the training cache")
+    return path
+
+
+def _as_cached(image01: np.ndarray, dtype: str) -> np.ndarray:
+    """What the training cache would have stored, read back: uint8 rounding (clipping the
+    noisy states) or float16 in model space. (n,3,S,S) float32 in [0,1]-ish."""
+    a = np.asarray(image01, dtype=np.float32)
+    if dtype == "uint8":
+        return (np.clip(a, 0.0, 1.0) * 255.0).round().astype(np.float32) / 255.0
+    return ((a * 2.0 - 1.0).astype(np.float16).astype(np.float32) + 1.0) / 2.0
+
+
+class DiffIQAMetric(nn.Module):
+    """Quality of whole images, higher = better, on the training set's [0,1] quality scale.
+
+    ``forward(x)``: a path, a list of paths, or an (N,3,H,W) / (3,H,W) tensor in [0,1]
+    (sides at least the crop size) → (N,) float32 tensor. Deterministic: same input, same score.
+    """
+
+    lower_better = False
+    score_range = (0.0, 1.0)
+
+    def __init__(self, scorer: nn.Module, restorer_net: nn.Module, restore_params, device, batch_size: int = 8,
+                 progress: bool = True, checkpoint: str = "", restorer_path: str = ""):
+        super().__init__()
+        self.scorer = scorer.eval()
+        self.restorer = restorer_net.eval()
+        self.params = restore_params
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.progress = progress
+        self.checkpoint = checkpoint
+        self.restorer_path = restorer_path
+
+    @torch.no_grad()
+    def score_array(self, image: np.ndarray, name: str = "image") -> float:
+        """(H,W,3) uint8 → the mean scorer output over its deterministic restored crops."""
+        from diffiqa.restore import sample_crops
+
+        p = self.params
+        h, w = image.shape[:2]
+        if min(h, w) < p.crop_size:
+            raise ImageError(f"{name}: image is {w}x{h}, smaller than the crop size {p.crop_size}")
+        crops = cut_crops(image, crop_boxes(h, w, p.crop_size, p.crops_per_image, p.seed, CROP_KEY))
+        scores = []
+        # Every crop draws its noise from its own generator (seed, crop number) in
+        # diffiqa.restore, so the score does not depend on the batch size.
+        step = self.batch_size
+        for start in tqdm(range(0, len(crops), step), desc=f"restore {Path(name).name}", unit="batch",
+                          leave=False, disable=not self.progress):
+            ids = list(range(start, min(start + step, len(crops))))
+            got = sample_crops(self.restorer, crops[ids[0] : ids[-1] + 1], ids, p, self.device)
+            if got["distorted"].dtype == np.uint8:
+                got["distorted"] = got["distorted"].astype(np.float32) / 255.0
+            kinds = [torch.from_numpy(_as_cached(got[k], p.dtype)).to(self.device) for k in IMAGE_KINDS]
+            scores.append(self.scorer(*kinds).reshape(-1).float().cpu())
+        return float(torch.cat(scores).mean())
+
+    def score_paths(self, paths: Iterable) -> Iterable[tuple[Path, float]]:
+        """Yield (path, score) one image at a time (only one image is ever in memory)."""
+        for path in paths:
+            yield Path(path), self.score_array(load_image(path, min_size=self.params.crop_size), str(path))
+
+    def forward(self, x) -> torch.Tensor:
+        if isinstance(x, (str, os.PathLike)):
+            x = [x]
+        if isinstance(x, torch.Tensor):
+            if x.dim() == 3:
+                x = x.unsqueeze(0)
+            if x.dim() != 4 or x.shape[1] != 3:
+                raise DiffiqaError(f"expected an (N,3,H,W) tensor in [0,1], got shape {tuple(x.shape)}")
+            arrays = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            scores = [self.score_array(np.ascontiguousarray(a), f"tensor[{i}]") for i, a in enumerate(arrays)]
+        else:
+            scores = [s for _, s in self.score_paths(list(x))]
+        return torch.tensor(scores, dtype=torch.float32)
+
+
+def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=None, batch_size: int = 8,
+                  progress: bool = True) -> DiffIQAMetric:
+    """Build the metric ``name`` (only ``"diffiqa"``) from a scorer checkpoint.
+
+    ``checkpoint``: a ``split-<k>.pt`` from training (default: see :func:`find_checkpoint`).
+    ``restorer``: overrides the restorer path recorded in the checkpoint (its sha256 must match).
+    """
+    from diffiqa.diffusion.training import load_restorer
+    from diffiqa.restore import RestoreParams
+    from diffiqa.scorer import load_scorer
+
+    if name not in METRICS:
+        raise ConfigError(f"unknown metric {name!r}; available: {list(METRICS)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ckpt = find_checkpoint(checkpoint)
+    scorer, _cfg, extra = load_scorer(ckpt)
+    extra = dict(extra or {})
+    spec = extra.get("restore")
+    if not spec:
+        raise DiffiqaError(f"{ckpt}: records no restore params (not trained by diffiqa.training?)")
+    restore_params = RestoreParams(
+        crop_size=int(spec["crop_size"]), crops_per_image=int(spec["crops_per_image"]), seed=int(spec["seed"]),
+        sampler=spec["sampler"], steps=int(spec["steps"]), eta=float(spec["eta"]),
+        keep_steps=tuple(int(k) for k in spec["keep_steps"]), dtype=spec["dtype"], batch_size=int(batch_size),
+    )
+    restorer_path = find_restorer(ckpt, extra, restorer)
+    net, _rcfg, _rextra = load_restorer(restorer_path)
+    log.info("diffiqa metric: scorer %s, restorer %s, %d crops of %d px, %s %d steps", ckpt, restorer_path,
+             restore_params.crops_per_image, restore_params.crop_size, restore_params.sampler, restore_params.steps)
+    return DiffIQAMetric(scorer.to(device), net.to(device), restore_params, device, batch_size, progress,
+                         str(ckpt), str(restorer_path))
