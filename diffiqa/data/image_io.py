@@ -27,6 +27,21 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
 
+# File signatures: a file that starts like an image but does not open is corrupt, not "not an image".
+_SIGNATURES = {
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"GIF8": "GIF",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+}
+
+
+def _signature_format(p: Path) -> str | None:
+    with open(p, "rb") as f:
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for sig, fmt in _SIGNATURES.items() if head.startswith(sig)), None)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -72,6 +87,9 @@ def load_image(path: str | os.PathLike, min_size: int | None = None) -> np.ndarr
                 rgb = _to_rgb(img)
                 arr = np.array(rgb, dtype=np.uint8)
     except UnidentifiedImageError:
+        fmt = _signature_format(p)
+        if fmt is not None:
+            raise ImageError(f"{p}: corrupt image data (starts as {fmt} but cannot be decoded)") from None
         raise ImageError(f"{p}: not an image file (unrecognised format)") from None
     except OSError as e:
         msg = str(e)
