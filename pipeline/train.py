@@ -1,0 +1,56 @@
+"""Stage `train@<ds>`: the cache (only the cache) -> models/scorer/<ds>/split-<k>.pt.
+
+Params: `scorer` (`profile` + overrides of `ScorerConfig`: ablation switches, backbones)
+and `train` (`TrainParams`: lr, weight decay, epochs, batch size, seed). One model per split,
+selected on the split's `val` rows; resumes after `kill -9` from data/resume/train/<ds>/
+(the trainer discards resume state made with other config, splits or cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from diffiqa.config import from_dict, profiled
+from pipeline.common import (
+    RESTORER_CKPT, RESUME_DIR, cache_path, main_guard, params, prepared_dir, scorer_dir,
+)
+
+
+def scorer_config(all_params: dict):
+    from diffiqa.scorer import scorer_profile
+
+    return profiled(scorer_profile, all_params.get("scorer"), "scorer")
+
+
+def run_train(ds: str, all_params: dict | None = None, progress: bool = True) -> dict:
+    from diffiqa.data.index import read_prepared
+    from diffiqa.training.trainer import TrainParams, train_split
+
+    p = all_params or params()
+    cfg = scorer_config(p)
+    tp = from_dict(TrainParams, p.get("train"), "train")
+    index, splits = read_prepared(prepared_dir(ds))
+    out_dir, work = scorer_dir(ds), RESUME_DIR / "train" / ds
+    curves_dir = Path("plots") / ds / "curves"
+    shutil.rmtree(curves_dir, ignore_errors=True)
+    results = {}
+    for k, split in enumerate(splits["splits"]):
+        results[k] = train_split(
+            cache_path(ds), index, split, k, cfg, tp,
+            out_path=out_dir / f"split-{k}.pt", work_dir=work, progress=progress,
+            restorer_path=str(RESTORER_CKPT), curves_path=curves_dir / f"split-{k}.csv",
+        )
+    return {k: {"best_epoch": r["best_epoch"], "val": r["val"]} for k, r in results.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("dataset")
+    run_train(ap.parse_args().dataset)
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))
