@@ -78,12 +78,14 @@ class RTAB(nn.Module):
     ``forward(residual, q_src, k_src, v_src)``, all ``(N,C,H,W)`` ->
     ``residual + proj(channel_attention(Wq·q_src, Wk·k_src, Wv·v_src))``.
     Passing the same tensor as all three sources (and as residual) is plain self-attention.
+    Q and K are layer-normalised; V is not, so the size of a feature difference (how much
+    restoration changed the image) reaches the output.
     """
 
     def __init__(self, dim: int, heads: int = 4, dropout: float = 0.0):
         super().__init__()
         self.heads = heads
-        self.norm_q, self.norm_k, self.norm_v = ChannelLayerNorm(dim), ChannelLayerNorm(dim), ChannelLayerNorm(dim)
+        self.norm_q, self.norm_k = ChannelLayerNorm(dim), ChannelLayerNorm(dim)
         self.to_q, self.to_k, self.to_v = nn.Conv2d(dim, dim, 1), nn.Conv2d(dim, dim, 1), nn.Conv2d(dim, dim, 1)
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
         self.attn_drop = nn.Dropout(dropout)
@@ -93,7 +95,7 @@ class RTAB(nn.Module):
     def forward(self, residual, q_src, k_src, v_src) -> torch.Tensor:
         q = self.to_q(self.norm_q(q_src))
         k = self.to_k(self.norm_k(k_src))
-        v = self.to_v(self.norm_v(v_src))
+        v = self.to_v(v_src)
         out = channel_attention(q, k, v, self.heads, self.temperature, self.attn_drop)
         return residual + self.proj_drop(self.proj(out))
 
