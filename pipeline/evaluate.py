@@ -2,8 +2,11 @@
 
 Image score = mean over the image's deterministic cached crops; SRCC/KRCC/PLCC (after the
 4-parameter logistic fit)/RMSE on each split's `test` rows, mean ± std over splits, per
-distortion type. Params group `evaluate`: `batch_size`, `cross` (datasets whose models to
-test on this dataset: cross-dataset evaluation, written to metrics/cross/<train>_to_<ds>.json).
+distortion type. Params group `evaluate`: `batch_size`.
+
+`python -m pipeline.evaluate <test_ds> --trained-on <train_ds>` is stage `evaluate_cross`:
+every split model of <train_ds> scores all of <test_ds> -> metrics/cross/<train>_to_<test>.json
+(the top-level `cross` list in params.yaml names the pairs).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from diffiqa.config import from_dict
@@ -23,7 +26,6 @@ log = logging.getLogger("pipeline.evaluate")
 @dataclass
 class EvaluateParams:
     batch_size: int = 32
-    cross: list[str] = field(default_factory=list)  # train datasets whose models score this one
 
 
 def _table(metrics: dict) -> str:
@@ -34,7 +36,7 @@ def _table(metrics: dict) -> str:
 
 def run_evaluate(ds: str, all_params: dict | None = None, progress: bool = True) -> dict:
     from diffiqa.data.index import read_prepared
-    from diffiqa.evaluation import evaluate_cross, evaluate_splits
+    from diffiqa.evaluation import evaluate_splits
     from diffiqa.report import write_report
 
     p = all_params or params()
@@ -45,20 +47,35 @@ def run_evaluate(ds: str, all_params: dict | None = None, progress: bool = True)
         cache_path(ds), index, splits, ckpts, metrics_path=Path("metrics") / f"{ds}.json",
         plots_dir=Path("plots") / ds, batch_size=cfg.batch_size, progress=progress,
     )
-    for train_ds in cfg.cross:
-        cross = sorted(scorer_dir(train_ds).glob("split-*.pt"))
-        evaluate_cross(cross, cache_path(ds), index, metrics_path=Path("metrics/cross") / f"{train_ds}_to_{ds}.json",
-                       batch_size=cfg.batch_size, progress=progress)
     write_report(ds, index, cache_path(ds), metrics, sorted((Path("plots") / ds / "curves").glob("*.csv")),
                  Path("reports") / f"{ds}.html")
     print(f"\n{ds}: {metrics['n_splits']} splits, {metrics['n_test_images']} test images\n{_table(metrics)}")
     return metrics
 
 
+def run_evaluate_cross(train_ds: str, test_ds: str, all_params: dict | None = None, progress: bool = True) -> dict:
+    from diffiqa.data.index import read_prepared
+    from diffiqa.evaluation import evaluate_cross
+
+    cfg = from_dict(EvaluateParams, (all_params or params()).get("evaluate"), "evaluate")
+    index, _ = read_prepared(prepared_dir(test_ds))
+    ckpts = sorted(scorer_dir(train_ds).glob("split-*.pt"))
+    out = Path("metrics/cross") / f"{train_ds}_to_{test_ds}.json"
+    metrics = evaluate_cross(ckpts, cache_path(test_ds), index, metrics_path=out,
+                             batch_size=cfg.batch_size, progress=progress)
+    print(f"\ntrained on {train_ds}, tested on all of {test_ds}\n{_table(metrics)}")
+    return metrics
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("dataset")
-    run_evaluate(ap.parse_args().dataset)
+    ap.add_argument("--trained-on", help="cross-dataset: use the models trained on this dataset")
+    args = ap.parse_args()
+    if args.trained_on:
+        run_evaluate_cross(args.trained_on, args.dataset)
+    else:
+        run_evaluate(args.dataset)
 
 
 if __name__ == "__main__":
