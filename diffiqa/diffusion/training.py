@@ -1,0 +1,214 @@
+"""Restorer training: the epsilon-prediction loss and a resumable train loop.
+
+Resume is exact: the batch (which pairs, crop offsets, flips), t, the noise and the dropout
+masks of step s are all drawn from generators seeded by (seed, s), and ``last.pt`` holds
+the model, optimizer and EMA state, so a run killed with ``kill -9`` and restarted ends with
+the same weights as a run that was never interrupted (on the same device and torch build).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from diffiqa.config import to_dict
+from diffiqa.diffusion.checkpoint import FORMAT_VERSION, RestorerConfig, load_restorer, save_restorer
+from diffiqa.diffusion.schedule import add_noise, noise_level
+from diffiqa.diffusion.unet import ConditionalUNet, count_parameters
+from diffiqa.errors import ConfigError, DiffiqaError, ProvenanceError
+from diffiqa.io_utils import atomic_path, write_text_atomic
+
+__all__ = ["RestorerConfig", "diffusion_loss", "train_restorer", "save_restorer", "load_restorer", "crop_batch"]
+
+log = logging.getLogger(__name__)
+TRAIN_STATE_KIND = "diffiqa-restorer-train-state"
+# Changing these between a run and its resume changes nothing the weights depend on.
+RESUME_FREE_KEYS = ("steps", "checkpoint_every", "num_workers")
+
+
+def diffusion_loss(net, x0: torch.Tensor, cond: torch.Tensor, loss: str = "l1", generator=None) -> torch.Tensor:
+    """Scalar epsilon-prediction loss. x0 (pristine) and cond (distorted): (N,3,H,W) in [-1,1].
+
+    t ~ U(0,1) per sample (continuous, as SR3 samples its noise level), x_t = q(x_t | x0),
+    the net sees gamma = sqrt(alpha_bar(t)). ``generator`` (any device) draws t and noise.
+    """
+    if loss not in ("l1", "l2"):
+        raise ConfigError(f"loss={loss!r}: expected 'l1' or 'l2'")
+    gen_device = generator.device if generator is not None else x0.device
+    t = torch.rand(x0.shape[0], generator=generator, device=gen_device).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
+    eps = net(add_noise(x0, noise, t), cond, noise_level(t).to(x0.device))
+    return F.l1_loss(eps, noise) if loss == "l1" else F.mse_loss(eps, noise)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A 63-bit seed that depends on (seed, step) only: data order is a function of the step."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def crop_batch(distorted: np.ndarray, pristine: np.ndarray, crop_size: int, batch_size: int, generator: torch.Generator):
+    """Random pairs, aligned random crops and horizontal flips.
+
+    distorted, pristine: (N,3,S,S) uint8 -> (cond, x0) float32 (B,3,c,c) in [-1,1].
+    """
+    n, _, h, w = distorted.shape
+    idx = torch.randint(n, (batch_size,), generator=generator).tolist()
+    oy = torch.randint(h - crop_size + 1, (batch_size,), generator=generator).tolist()
+    ox = torch.randint(w - crop_size + 1, (batch_size,), generator=generator).tolist()
+    flip = (torch.rand(batch_size, generator=generator) < 0.5).tolist()
+    pairs = []
+    for arr in (distorted, pristine):
+        crops = [arr[i, :, y : y + crop_size, x : x + crop_size] for i, y, x in zip(idx, oy, ox)]
+        crops = [c[:, :, ::-1] if f else c for c, f in zip(crops, flip)]  # width axis: a true horizontal flip
+        pairs.append(torch.from_numpy(np.stack(crops)).float() / 127.5 - 1)
+    return pairs[0], pairs[1]
+
+
+def _numpy_rng_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+            "has_gauss": has_gauss, "cached_gaussian": cached}
+
+
+def _set_numpy_rng_state(s: dict) -> None:
+    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached_gaussian"]))
+
+
+def _resume_view(cfg_dict: dict) -> dict:
+    return {k: v for k, v in cfg_dict.items() if k not in RESUME_FREE_KEYS}
+
+
+def _load_train_state(path: Path, cfg: RestorerConfig, device) -> dict:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise DiffiqaError(f"{path}: cannot read the resume checkpoint ({type(e).__name__}: {e}); delete it to start over") from None
+    if state.get("kind") != TRAIN_STATE_KIND or state.get("format_version") != FORMAT_VERSION:
+        raise DiffiqaError(f"{path}: not a format-{FORMAT_VERSION} restorer train state; delete it to start over")
+    old, new = _resume_view(state["config"]), _resume_view(to_dict(cfg))
+    if old != new:
+        diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+        raise ProvenanceError(f"{path}: was trained with other params (key: (checkpoint, now)) {diff}; "
+                              "delete it or restore the params to resume")
+    return state
+
+
+def _append_losses(csv_path: Path, rows: list[tuple[int, float]]) -> None:
+    new = not csv_path.exists()
+    with open(csv_path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["step", "loss"])
+        w.writerows(rows)
+
+
+def _truncate_losses(csv_path: Path, last_step: int) -> None:
+    """Drop rows a killed run logged after its last checkpoint (they will be redone)."""
+    if not csv_path.exists():
+        return
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= last_step]
+    write_text_atomic(csv_path, "step,loss\n" + "".join(f"{r['step']},{r['loss']}\n" for r in rows))
+
+
+def train_restorer(pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = True, device=None, pairs=None) -> dict:
+    """Train (or resume) a restorer on the training pairs of ``pairs_dir``.
+
+    Writes ``out_dir/loss.csv`` (step, loss), ``out_dir/last.pt`` every
+    ``cfg.checkpoint_every`` steps and at the end (model, optimizer, EMA, step, RNG states,
+    config), and ``out_dir/restorer.pt`` (EMA weights when ``ema_decay`` > 0). If
+    ``last.pt`` exists, training continues from it. ``pairs``: optional (distorted,
+    pristine) uint8 (N,3,S,S) arrays used instead of reading ``pairs_dir`` (tests).
+    Returns a summary dict.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if pairs is None:
+        from diffiqa.data.pairs import load_pairs
+
+        distorted, pristine, _ = load_pairs(Path(pairs_dir), heldout=False)
+    else:
+        distorted, pristine = pairs
+    if len(distorted) == 0:
+        raise DiffiqaError(f"{pairs_dir}: no training pairs")
+    if cfg.crop_size > min(distorted.shape[-2:]):
+        raise ConfigError(f"crop_size={cfg.crop_size} is larger than the pairs ({distorted.shape[-1]} px) in {pairs_dir}")
+    distorted, pristine = np.ascontiguousarray(distorted), np.ascontiguousarray(pristine)
+
+    torch.manual_seed(cfg.seed)  # initial weights
+    net = ConditionalUNet(cfg.unet).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
+    n_params = count_parameters(net)
+    log.info("restorer U-Net: %d parameters", n_params)
+
+    last_path, csv_path = out_dir / "last.pt", out_dir / "loss.csv"
+    start = 0
+    if last_path.exists():
+        state = _load_train_state(last_path, cfg, device)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        _set_numpy_rng_state(state["rng"]["numpy"])
+        start = int(state["step"])
+        _truncate_losses(csv_path, start)
+        log.info("resuming from %s at step %d", last_path, start)
+    elif csv_path.exists():
+        csv_path.unlink()  # a fresh run: the old curve belongs to other weights
+
+    def save_state(step: int) -> None:
+        state = {
+            "format_version": FORMAT_VERSION, "kind": TRAIN_STATE_KIND, "config": to_dict(cfg), "step": step,
+            "model": net.state_dict(), "optimizer": opt.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
+        }
+        with atomic_path(last_path) as tmp:
+            torch.save(state, tmp)
+
+    net.train()
+    pending: list[tuple[int, float]] = []
+    recent: list[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc="restorer", unit="step")
+    for step in range(start + 1, cfg.steps + 1):
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
+        cond, x0 = crop_batch(distorted, pristine, cfg.crop_size, cfg.batch_size, gen)
+        torch.manual_seed(step_seed(cfg.seed + 1, step))  # dropout masks: a function of the step too
+        loss = diffusion_loss(net, x0.to(device), cond.to(device), cfg.loss, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update_parameters(net)
+        value = loss.item()
+        pending.append((step, value))
+        recent = (recent + [value])[-50:]
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _append_losses(csv_path, pending)
+            pending = []
+            save_state(step)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    final = ema.module if ema is not None else net
+    extra = {"steps": int(max(start, cfg.steps)), "final_loss": float(np.mean(recent)) if recent else None,
+             "ema": ema is not None, "parameters": n_params}
+    save_restorer(out_dir / "restorer.pt", final, cfg, extra)
+    done = max(cfg.steps - start, 0)
+    summary = {**extra, "resumed_from": start, "seconds": seconds, "steps_per_s": done / seconds if done else None,
+               "restorer": str(out_dir / "restorer.pt")}
+    log.info("restorer training done: %s", summary)
+    return summary

@@ -1,0 +1,125 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from diffiqa.diffusion.checkpoint import RestorerConfig, load_restorer, save_restorer
+from diffiqa.diffusion.profiles import restorer_profile
+from diffiqa.diffusion.training import crop_batch, diffusion_loss, train_restorer
+from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
+from diffiqa.errors import ConfigError, DiffiqaError, ProvenanceError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfg(**kw) -> RestorerConfig:
+    unet = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(8,),
+                      attn_reference_size=16, dropout=0.1, norm="batch")
+    fields = dict(unet=unet, crop_size=16, batch_size=4, lr=1e-3, steps=6, ema_decay=0.9, checkpoint_every=3, seed=3)
+    return RestorerConfig(**{**fields, **kw})
+
+
+def tiny_pairs(n=6, size=20, seed=0):
+    rng = np.random.default_rng(seed)
+    pristine = rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+    noise = rng.integers(-30, 31, pristine.shape)
+    distorted = np.clip(pristine.astype(int) + noise, 0, 255).astype(np.uint8)
+    return distorted, pristine
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    torch.manual_seed(0)
+    net = ConditionalUNet(tiny_cfg().unet)
+    cond, x0 = crop_batch(*tiny_pairs(), 16, 4, torch.Generator().manual_seed(0))
+    assert cond.shape == x0.shape == (4, 3, 16, 16) and x0.min() >= -1 and x0.max() <= 1
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss = diffusion_loss(net, x0, cond, "l2", generator=torch.Generator().manual_seed(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+
+
+def test_crop_batch_flips_horizontally():
+    d = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4)
+    seen_flip = False
+    for s in range(20):
+        cond, x0 = crop_batch(d, d, 4, 1, torch.Generator().manual_seed(s))
+        row = cond[0, 0, 0]
+        assert torch.equal(cond, x0)
+        if row[0] > row[-1]:
+            seen_flip = True
+            assert torch.all(cond[0, 0, :, 0] > cond[0, 0, :, -1])  # every row reversed, not the columns
+    assert seen_flip
+
+
+def test_resume_is_exact(tmp_path):
+    pairs = tiny_pairs()
+    full = train_restorer(None, tmp_path / "full", tiny_cfg(), progress=False, pairs=pairs)
+    part = train_restorer(None, tmp_path / "part", tiny_cfg(steps=3), progress=False, pairs=pairs)
+    assert part["steps"] == 3 and (tmp_path / "part" / "last.pt").exists()
+    with open(tmp_path / "part" / "loss.csv", "a") as f:
+        f.write("4,9.9\n")  # a killed run logged a step it never checkpointed
+    resumed = train_restorer(None, tmp_path / "part", tiny_cfg(), progress=False, pairs=pairs)
+    assert resumed["resumed_from"] == 3 and full["resumed_from"] == 0
+
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for part_name in ("model", "ema"):
+        assert a[part_name].keys() == b[part_name].keys()
+        for k in a[part_name]:
+            assert torch.equal(a[part_name][k], b[part_name][k]), (part_name, k)
+    net_a, cfg_a, extra_a = load_restorer(tmp_path / "full" / "restorer.pt")
+    net_b, _, _ = load_restorer(tmp_path / "part" / "restorer.pt")
+    assert all(torch.equal(x, y) for x, y in zip(net_a.state_dict().values(), net_b.state_dict().values()))
+    assert cfg_a == tiny_cfg() and extra_a["ema"] is True
+    with open(tmp_path / "part" / "loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "full" / "loss.csv") as f:
+        rows_full = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(1, 7)) and rows == rows_full
+
+
+def test_resume_with_other_params_is_refused(tmp_path):
+    pairs = tiny_pairs()
+    train_restorer(None, tmp_path, tiny_cfg(steps=1, checkpoint_every=1), progress=False, pairs=pairs)
+    with pytest.raises(ProvenanceError, match="lr"):
+        train_restorer(None, tmp_path, tiny_cfg(steps=2, lr=5e-4), progress=False, pairs=pairs)
+    with pytest.raises(ConfigError, match="crop_size"):
+        train_restorer(None, tmp_path / "x", tiny_cfg(crop_size=32), progress=False, pairs=pairs)
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    cfg = tiny_cfg()
+    net = ConditionalUNet(cfg.unet)
+    save_restorer(tmp_path / "r.pt", net, cfg, {"note": "x"})
+    loaded, cfg2, extra = load_restorer(tmp_path / "r.pt")
+    assert cfg2 == cfg and extra == {"note": "x"} and not loaded.training
+    assert all(torch.equal(x, y) for x, y in zip(net.state_dict().values(), loaded.state_dict().values()))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DiffiqaError, match="bad.pt"):
+        load_restorer(tmp_path / "bad.pt")
+    with pytest.raises(DiffiqaError, match="not found"):
+        load_restorer(tmp_path / "missing.pt")
+
+
+def test_profiles_build():
+    for name in ("demo", "cpu"):
+        cfg = restorer_profile(name)
+        net = ConditionalUNet(cfg.unet).eval()
+        x = torch.zeros(1, 3, cfg.crop_size, cfg.crop_size)
+        assert net(x, x, torch.tensor([0.5])).shape == x.shape
+    assert restorer_profile("paper").unet.channel_mults == (1, 2, 4, 8, 8)
+    with pytest.raises(ConfigError, match="known profiles"):
+        restorer_profile("huge")
