@@ -12,6 +12,7 @@ import argparse
 import logging
 import shutil
 import sys
+from pathlib import Path
 
 from diffiqa.config import from_dict
 from diffiqa.errors import ConfigError, ProvenanceError
@@ -43,7 +44,8 @@ def run_restore(
 
     cfg = from_dict(RestoreParams, (all_params or params()).get("restore"), "restore")
     index, splits = read_prepared(prepared_dir(ds))
-    root = splits.get("root_abs") or splits.get("root")
+    # The root as given (relative roots survive a clone elsewhere); the absolute one as a fallback.
+    root = splits["root"] if Path(splits["root"]).exists() else splits.get("root_abs")
     store = cache_path(ds)
     kwargs = dict(shard=shard, progress=progress, create_only=create_only)
     try:
