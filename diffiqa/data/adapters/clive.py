@@ -12,13 +12,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from diffiqa.data.adapters._common import FolderLookup, frame, load_mat_var, mat_numbers, mat_strings, require_root
 from diffiqa.errors import LabelError
 
 TRAINING_NAME = re.compile(r"^t\d+\.bmp$", re.IGNORECASE)
 
 
-def load_clive(root: Path) -> "pd.DataFrame":  # noqa: F821
+def load_clive(root: Path) -> pd.DataFrame:
     root = require_root(root)
     data = root / "Data"
     names_file = data / "AllImages_release.mat"

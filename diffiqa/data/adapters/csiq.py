@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from diffiqa.data.adapters._common import FolderLookup, frame, read_excel, require_root
 from diffiqa.data.index import require_columns
 from diffiqa.errors import LabelError
@@ -29,7 +31,7 @@ def _name(value) -> str:
     return str(value).strip()
 
 
-def load_csiq(root: Path) -> "pd.DataFrame":  # noqa: F821
+def load_csiq(root: Path) -> pd.DataFrame:
     root = require_root(root)
     label_file = root / "csiq.DMOS.xlsx"
     table = read_excel(label_file, ("image", "dst_type", "dst_lev", "dmos"))

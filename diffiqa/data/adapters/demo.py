@@ -18,15 +18,15 @@ def load_demo(
     kinds: Sequence[str] = DEMO_KINDS,
     levels: Sequence[int] = DEMO_LEVELS,
     size: int = 128,
-    seed: int = 0,
+    image_seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """(Re)build the demo images under ``root`` (deterministic) and return its rows. Pseudo-MOS:
-    higher is better."""
+    higher is better. ``image_seed`` seeds the distortions (``seed`` of prepare seeds the splits)."""
     if root is None:
         raise ConfigError("demo: no folder to write the demo images into")
     table = build_demo(root, n_images=n_images, kinds=tuple(kinds), levels=tuple(levels), size=size,
-                       seed=seed, progress=progress)
+                       seed=image_seed, progress=progress)
     records = table.to_dict("records")
     for i, r in enumerate(records):
         r["label_row"] = i + 2  # line 1 of demo_labels.csv is the header

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from diffiqa.data.adapters._common import (
     FolderLookup,
     frame,
@@ -26,7 +28,7 @@ from diffiqa.errors import LabelError
 LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
 
 
-def load_live(root: Path) -> "pd.DataFrame":  # noqa: F821
+def load_live(root: Path) -> pd.DataFrame:
     root = require_root(root)
     realigned = root / "dmos_realigned.mat"
     dmos_file = realigned if realigned.exists() else root / "dmos.mat"

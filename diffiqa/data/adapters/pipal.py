@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from diffiqa.data.adapters._common import FolderLookup, frame, require_root
 from diffiqa.errors import LabelError
 
 
-def load_pipal(root: Path) -> "pd.DataFrame":  # noqa: F821
+def load_pipal(root: Path) -> pd.DataFrame:
     root = require_root(root)
     label_dir = root / "Train_Label"
     label_files = sorted(label_dir.glob("*.txt")) if label_dir.is_dir() else []

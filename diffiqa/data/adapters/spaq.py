@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from diffiqa.data.adapters._common import FolderLookup, frame, read_excel, require_root
 from diffiqa.data.index import require_columns
 
 SPAQ_LABELS = "Annotations/MOS and Image attribute scores.xlsx"
 
 
-def load_spaq(root: Path) -> "pd.DataFrame":  # noqa: F821
+def load_spaq(root: Path) -> pd.DataFrame:
     root = require_root(root)
     label_file = root / SPAQ_LABELS
     table = read_excel(label_file, ("Image name", "MOS"))

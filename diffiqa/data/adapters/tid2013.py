@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from diffiqa.data.adapters._common import FolderLookup, frame, require_file, require_root
 from diffiqa.errors import LabelError
 
@@ -25,7 +27,7 @@ TID2013_TYPES = (
 )
 
 
-def load_tid2013(root: Path) -> "pd.DataFrame":  # noqa: F821
+def load_tid2013(root: Path) -> pd.DataFrame:
     root = require_root(root)
     label_file = require_file(root / "mos_with_names.txt", "label file")
     files = FolderLookup(root, "distorted_images")
