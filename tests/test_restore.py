@@ -52,13 +52,13 @@ def test_cut_crops_native_resolution():
 
 # --- restore_dataset --------------------------------------------------------------------
 def _tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    from diffiqa.diffusion.training import save_restorer
+    from diffiqa.diffusion.training import RestorerConfig, save_restorer
     from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 
     torch.manual_seed(seed)
-    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(),
-                     attn_reference_size=S, dropout=0.0, norm="group", groups=4)
-    save_restorer(path, ConditionalUNet(cfg), cfg)
+    unet = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(),
+                      attn_reference_size=S, dropout=0.0, norm="group", groups=4)
+    save_restorer(path, ConditionalUNet(unet), RestorerConfig(unet=unet))
     return path
 
 
