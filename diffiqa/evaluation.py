@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffiqa.cache import IMAGE_KINDS, Cache, read_cache
-from diffiqa.errors import ConfigError, ProvenanceError
+from diffiqa.errors import ConfigError, DiffiqaError, ProvenanceError
 from diffiqa.io_utils import write_json_atomic, write_text_atomic
 from diffiqa.training.datasets import crops_by_row, read_crops
 
@@ -101,7 +101,7 @@ def predict_images(
 
 
 METRIC_KEYS = ("srcc", "krcc", "plcc", "rmse")
-MIN_IMAGES_PER_GROUP = 3  # below this a correlation (and the logistic fit) means nothing
+MIN_IMAGES_PER_GROUP = 4  # diffiqa.metrics needs 4 pairs for the 4-parameter logistic fit
 
 
 def _finite_or_none(obj):
@@ -125,13 +125,10 @@ def _metrics(pred: np.ndarray, mos: np.ndarray) -> dict:
 
 
 def _summarize(dicts: list[dict]) -> dict:
-    """{metric: {"mean", "std"}} over ``dicts`` (population std, NaNs ignored)."""
-    out = {}
-    for k in METRIC_KEYS:
-        vals = np.array([d[k] for d in dicts if d.get(k) is not None], dtype=np.float64)
-        vals = vals[np.isfinite(vals)]
-        out[k] = {"mean": float(vals.mean()) if len(vals) else None, "std": float(vals.std()) if len(vals) else None}
-    return out
+    """{metric: {"mean", "std"}} over ``dicts`` (population std)."""
+    from diffiqa import metrics
+
+    return metrics.summarize(dicts, keys=METRIC_KEYS)
 
 
 def load_model_for_cache(checkpoint, cache: Cache, device=None):
@@ -156,8 +153,12 @@ def _per_distortion(distortion: np.ndarray, pred: np.ndarray, mos: np.ndarray) -
     out = {}
     for kind in sorted(set(distortion.tolist())):
         sel = distortion == kind
-        if sel.sum() >= MIN_IMAGES_PER_GROUP:
+        if sel.sum() < MIN_IMAGES_PER_GROUP:
+            continue
+        try:
             out[kind] = {**_metrics(pred[sel], mos[sel]), "n": int(sel.sum())}
+        except DiffiqaError as e:  # e.g. all MOS of that type equal: no correlation to report
+            log.warning("distortion %s: no metrics (%s)", kind, e)
     return out
 
 

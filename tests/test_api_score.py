@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from diffiqa.data.image_io import save_image
-from tests.test_training import CROPS, S, TinyScorer, TinyScorerConfig, metrics_available, tiny_scorer  # noqa: F401
+from tests.test_training import CROPS, S, TinyScorer, TinyScorerConfig, tiny_scorer  # noqa: F401
 
 
 def _tiny_unet():

@@ -1,9 +1,9 @@
 """Training the scorer from a tiny synthetic restore cache: crops, flips, val selection, resume.
 
 The helpers here (tiny cache, tiny scorer) are shared with the evaluation, report and score
-tests. The scorer is a small stand-in network saved/loaded by ``diffiqa.scorer``'s
-``save_scorer``/``load_scorer`` when those exist, else by an equivalent stub module
-(installed in ``sys.modules`` only for the tests, and only when the real one is missing).
+tests. The scorer is a small stand-in network (fast, with dropout so resume is nontrivial);
+a stub ``diffiqa.scorer`` module saves/loads it the way ``save_scorer``/``load_scorer`` do
+(installed in ``sys.modules`` by the ``tiny_scorer`` fixture, for the test only).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache, read_cache
 
 S = 8  # crop size
 CROPS = 3  # crops per image
-N_IMAGES = 15
+N_IMAGES = 18
 DISTORTIONS = ["blur", "noise", "jpeg"]
 
 
@@ -81,31 +81,6 @@ def tiny_scorer(monkeypatch):
     return TinyScorerConfig()
 
 
-def _stub_metrics_module() -> types.ModuleType:
-    """scipy's correlations (no logistic fit); used only while diffiqa.metrics is not there."""
-    from scipy import stats
-
-    mod = types.ModuleType("diffiqa.metrics")
-    mod.srcc = lambda p, m: stats.spearmanr(p, m)[0]
-    mod.krcc = lambda p, m: stats.kendalltau(p, m)[0]
-    mod.plcc = lambda p, m: stats.pearsonr(p, m)[0]
-    mod.rmse = lambda p, m: float(np.sqrt(np.mean((np.asarray(p) - np.asarray(m)) ** 2)))
-    mod.all_metrics = lambda p, m: {k: getattr(mod, k)(p, m) for k in ("srcc", "krcc", "plcc", "rmse")}
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def metrics_available(monkeypatch):
-    try:
-        import diffiqa.metrics  # noqa: F401
-    except ImportError:
-        import diffiqa
-
-        stub = _stub_metrics_module()
-        monkeypatch.setitem(sys.modules, "diffiqa.metrics", stub)
-        monkeypatch.setattr(diffiqa, "metrics", stub, raising=False)
-
-
 def make_index(n: int = N_IMAGES, higher_better: bool = True) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     mos = rng.uniform(1, 5, size=n)
@@ -144,7 +119,7 @@ def make_cache(path: Path, index_df: pd.DataFrame, sha: str = "ab" * 32) -> Path
 
 
 def make_split() -> dict:
-    return {"train": list(range(0, 9)), "val": list(range(9, 12)), "test": list(range(12, 15))}
+    return {"train": list(range(0, 10)), "val": list(range(10, 14)), "test": list(range(14, 18))}
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from diffiqa.cache import IMAGE_KINDS, read_cache
 from diffiqa.config import to_dict
-from diffiqa.errors import ConfigError
+from diffiqa.errors import ConfigError, DiffiqaError
 from diffiqa.evaluation import mos_mapping, predict_images, resolve_device
 from diffiqa.io_utils import atomic_path, write_text_atomic
 from diffiqa.training.datasets import TrainCropDataset
@@ -109,13 +109,11 @@ def _validate(model, cache, val_rows, val_quality, batch_size, device) -> dict:
     from diffiqa import metrics
 
     pred = predict_images(model, cache, val_rows, batch_size, device)
-    srcc = float(metrics.srcc(pred, val_quality))
     try:
-        plcc = float(metrics.plcc(pred, val_quality))
-    except Exception as e:  # a logistic fit can fail on tiny or constant val sets
-        log.warning("val PLCC failed (%s); recorded as NaN", e)
-        plcc = float("nan")
-    return {"srcc": srcc, "plcc": plcc}
+        return {"srcc": float(metrics.srcc(pred, val_quality)), "plcc": float(metrics.plcc(pred, val_quality))}
+    except DiffiqaError as e:  # constant predictions (e.g. dead units early on): ranks last
+        log.warning("val metrics undefined (%s); recorded as NaN", e)
+        return {"srcc": float("nan"), "plcc": float("nan")}
 
 
 def train_split(
@@ -150,8 +148,8 @@ def train_split(
     cache = read_cache(cache_path)
     train_rows = np.asarray(split["train"], dtype=np.int64)
     val_rows = np.asarray(split.get("val", []), dtype=np.int64)
-    if len(train_rows) == 0 or len(val_rows) < 3:
-        raise ConfigError(f"split {split_id}: needs train rows and at least 3 val rows "
+    if len(train_rows) == 0 or len(val_rows) < 4:
+        raise ConfigError(f"split {split_id}: needs train rows and at least 4 val rows "
                           f"(has {len(train_rows)} train, {len(val_rows)} val)")
     quality = index_df["quality"].to_numpy(np.float32)
     spec = cache.spec.to_attrs()
@@ -229,7 +227,7 @@ def train_split(
     extra = {
         "split_id": int(split_id),
         "best_epoch": int(state["best_epoch"]),
-        "val": {k: float(v) for k, v in state["best_val"].items()},
+        "val": {k: float(v) for k, v in state["best_val"].items()},  # NaN if never defined
         "mos_mapping": mos_mapping(index_df),
         "restorer_sha256": spec["restorer_sha256"],
         "restore": spec,
