@@ -16,7 +16,8 @@ from diffiqa.errors import ImageError
 Box = tuple[int, int, int, int]  # (top, left, height, width) in the original image
 
 
-def _key_entropy(key: str) -> int:
+def stable_key_id(key: str) -> int:
+    """A 64-bit id of ``key`` that is the same in every process (hash() is salted per process)."""
     # A stable hash (Python's hash() is salted per process).
     return int.from_bytes(hashlib.sha256(str(key).encode("utf-8")).digest()[:8], "little")
 
@@ -30,7 +31,7 @@ def crop_boxes(height: int, width: int, crop_size: int, n: int, seed: int, key: 
         raise ValueError(f"need n >= 1 and crop_size >= 1, got n={n}, crop_size={crop_size}")
     if height < crop_size or width < crop_size:
         raise ImageError(f"{key}: image is {width}x{height}, smaller than the crop size {crop_size}")
-    rng = np.random.default_rng([int(seed), _key_entropy(key)])
+    rng = np.random.default_rng([int(seed), stable_key_id(key)])
     tops = rng.integers(0, height - crop_size + 1, size=n)
     lefts = rng.integers(0, width - crop_size + 1, size=n)
     return [(int(t), int(l), crop_size, crop_size) for t, l in zip(tops, lefts)]

@@ -285,7 +285,7 @@ def restore_images(
     through at native resolution (memory grows with its area: use ``crop`` for large ones).
     Returns one dict per image: source, output paths, size, seconds.
     """
-    from diffiqa.crops import centre_box
+    from diffiqa.crops import centre_box, stable_key_id
     from diffiqa.data.image_io import iter_image_files, save_image
 
     files = iter_image_files(paths)
@@ -298,12 +298,13 @@ def restore_images(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for i, path in enumerate(tqdm(files, unit="image", desc="restore", disable=not progress)):
+    for path in tqdm(files, unit="image", desc="restore", disable=not progress):
         t0 = time.perf_counter()
         image = load_image(path)
         if crop:
             image = cut_crops(image, [centre_box(*image.shape[:2], crop)])[0].transpose(1, 2, 0)
-        got = sample_crops(net, image.transpose(2, 0, 1)[None].copy(), [i], params, device)
+        # Noise seeded by the file name, so an image's result does not depend on its position.
+        got = sample_crops(net, image.transpose(2, 0, 1)[None].copy(), [stable_key_id(path.name)], params, device)
         as_u8 = {k: (np.clip(v[0], 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
                  for k, v in got.items() if k != "distorted"}
         written = {}

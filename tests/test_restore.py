@@ -242,3 +242,28 @@ def test_cli_restore_missing_checkpoint_is_a_clear_error(tmp_path, capsys, datas
                "--checkpoint", str(tmp_path / "nope.pt")])
     assert rc == 2
     assert "nope.pt: restorer checkpoint not found" in capsys.readouterr().err
+
+
+def test_corrupt_image_is_named_before_any_work(dataset, tmp_path):
+    root = tmp_path / "root"
+    save_image(root / "ok.png", np.zeros((10, 10, 3), np.uint8))
+    (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    index = pd.DataFrame({"image": ["ok.png", "bad.png"]})
+    with pytest.raises(ImageError, match="bad.png"):
+        restore_dataset(index, root, tmp_path / "x.zarr", dataset["ckpt"], RestoreParams(**PARAMS),
+                        progress=False, device="cpu")
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_restore_images_same_result_in_any_order(dataset, tmp_path):
+    from diffiqa.restore import restore_images
+
+    a, b = dataset["dir"] / "root" / "img" / "0.png", dataset["dir"] / "root" / "img" / "3.png"
+    kw = dict(checkpoint=dataset["ckpt"], steps=6, sampler="ddpm", device="cpu", progress=False)
+    r1 = restore_images([a, b], tmp_path / "ab", **kw)
+    r2 = restore_images([b, a], tmp_path / "ba", **kw)
+    assert [Path(r["source"]).name for r in r1] == ["0.png", "3.png"]
+    from diffiqa.data.image_io import load_image
+
+    for name in ("0_restored.png", "3_noisy_2.png"):
+        np.testing.assert_array_equal(load_image(tmp_path / "ab" / name), load_image(tmp_path / "ba" / name))
