@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from diffiqa.cache import IMAGE_KINDS, read_cache
-from diffiqa.config import to_dict
 from diffiqa.crops import crop_boxes, cut_crops
 from diffiqa.data.image_io import save_image
 from diffiqa.errors import ImageError, ProvenanceError
