@@ -8,7 +8,6 @@ With frozen backbones the features can be computed once and cached:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,7 +247,3 @@ def load_scorer(path: str | Path, map_location: str | torch.device = "cpu"):
     model.eval()
     return model, cfg, ckpt.get("extra", {})
 
-
-def replace(cfg: ScorerConfig, **changes) -> ScorerConfig:
-    """A copy of ``cfg`` with fields changed (validated again)."""
-    return dataclasses.replace(cfg, **changes)
