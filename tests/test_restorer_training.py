@@ -91,6 +91,15 @@ def test_resume_is_exact(tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(1, 7)) and rows == rows_full
 
 
+def test_time_budget_stops_resumably(tmp_path):
+    pairs = tiny_pairs()
+    first = train_restorer(None, tmp_path, tiny_cfg(steps=4), progress=False, pairs=pairs, max_seconds=0)
+    assert first["stopped_early"] and first["steps"] == 1
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+    rest = train_restorer(None, tmp_path, tiny_cfg(steps=4), progress=False, pairs=pairs)
+    assert rest["resumed_from"] == 1 and rest["steps"] == 4 and not rest["stopped_early"]
+
+
 def test_resume_with_other_params_is_refused(tmp_path):
     pairs = tiny_pairs()
     train_restorer(None, tmp_path, tiny_cfg(steps=1, checkpoint_every=1), progress=False, pairs=pairs)

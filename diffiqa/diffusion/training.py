@@ -119,7 +119,9 @@ def _truncate_losses(csv_path: Path, last_step: int) -> None:
     write_text_atomic(csv_path, "step,loss\n" + "".join(f"{r['step']},{r['loss']}\n" for r in rows))
 
 
-def train_restorer(pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = True, device=None, pairs=None) -> dict:
+def train_restorer(
+    pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = True, device=None, pairs=None, max_seconds: float | None = None
+) -> dict:
     """Train (or resume) a restorer on the training pairs of ``pairs_dir``.
 
     Writes ``out_dir/loss.csv`` (step, loss), ``out_dir/last.pt`` every
@@ -127,6 +129,8 @@ def train_restorer(pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = Tru
     config), and ``out_dir/restorer.pt`` (EMA weights when ``ema_decay`` > 0). If
     ``last.pt`` exists, training continues from it. ``pairs``: optional (distorted,
     pristine) uint8 (N,3,S,S) arrays used instead of reading ``pairs_dir`` (tests).
+    ``max_seconds``: stop (checkpointed, resumable) after this much training time; the
+    summary then has ``stopped_early`` True and ``steps`` < cfg.steps.
     Returns a summary dict.
     """
     out_dir = Path(out_dir)
@@ -182,6 +186,7 @@ def train_restorer(pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = Tru
     recent: list[float] = []
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc="restorer", unit="step")
+    step, stopped_early = start, False
     for step in range(start + 1, cfg.steps + 1):
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
         cond, x0 = crop_batch(distorted, pristine, cfg.crop_size, cfg.batch_size, gen)
@@ -197,18 +202,22 @@ def train_restorer(pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = Tru
         recent = (recent + [value])[-50:]
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        stopped_early = max_seconds is not None and time.perf_counter() - t0 > max_seconds and step < cfg.steps
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
             _append_losses(csv_path, pending)
             pending = []
             save_state(step)
+        if stopped_early:
+            log.info("time budget of %.0f s spent at step %d of %d; rerun to resume", max_seconds, step, cfg.steps)
+            break
     bar.close()
     seconds = time.perf_counter() - t0
     final = ema.module if ema is not None else net
-    extra = {"steps": int(max(start, cfg.steps)), "final_loss": float(np.mean(recent)) if recent else None,
+    extra = {"steps": int(step), "final_loss": float(np.mean(recent)) if recent else None,
              "ema": ema is not None, "parameters": n_params}
     save_restorer(out_dir / "restorer.pt", final, cfg, extra)
-    done = max(cfg.steps - start, 0)
-    summary = {**extra, "resumed_from": start, "seconds": seconds, "steps_per_s": done / seconds if done else None,
+    done = step - start
+    summary = {**extra, "resumed_from": start, "stopped_early": stopped_early, "seconds": seconds, "steps_per_s": done / seconds if done else None,
                "restorer": str(out_dir / "restorer.pt")}
     log.info("restorer training done: %s", summary)
     return summary
