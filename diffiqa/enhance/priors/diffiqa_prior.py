@@ -1,0 +1,56 @@
+"""The trained dual-branch scorer as a prior (``diffiqa.api.create_metric("diffiqa")``).
+
+The metric scores deterministic crops of an image from (distorted, restored, noisy_1,
+noisy_2). Here the three restorer outputs are computed without gradient (a 10-50 step
+stochastic chain per crop) and held fixed for the step; the gradient reaches the pixels
+through the scorer's ``distorted`` input only. That is the direction the scorer itself
+prefers, and it costs one scorer backward pass instead of a backward pass through the chain.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DiffIQAPrior(nn.Module):
+    """``forward((N,3,H,W) in [0,1]) -> (N,)`` = mean scorer output over the crops; higher = better.
+
+    ``metric``: a ``DiffIQAMetric`` (default: built lazily with ``create_metric("diffiqa",
+    checkpoint=checkpoint)``, the import deferred so the other priors work without a scorer).
+    """
+
+    lower_better = False
+    name = "diffiqa"
+
+    def __init__(self, checkpoint=None, metric=None, device=None):
+        super().__init__()
+        if metric is None:
+            from diffiqa.api import create_metric
+
+            metric = create_metric("diffiqa", checkpoint=checkpoint, device=device, progress=False)
+        self.metric = metric
+        self.metric.scorer.requires_grad_(False)
+        self.metric.restorer.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from diffiqa.api import CROP_KEY, _as_cached
+        from diffiqa.cache import IMAGE_KINDS
+        from diffiqa.crops import crop_boxes
+        from diffiqa.restore import sample_crops
+
+        p = self.metric.params
+        dev = self.metric.device
+        out = []
+        for img in images:
+            h, w = img.shape[-2:]
+            boxes = crop_boxes(h, w, p.crop_size, p.crops_per_image, p.seed, CROP_KEY)
+            # box = (top, left, h, w); slicing the tensor keeps autograd
+            crops = torch.stack([img[:, t:t + bh, l:l + bw] for t, l, bh, bw in boxes])
+            u8 = (crops.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            with torch.no_grad():
+                got = sample_crops(self.metric.restorer, u8, list(range(len(boxes))), p, dev)
+            fixed = [torch.from_numpy(_as_cached(got[k], p.dtype)).to(dev) for k in IMAGE_KINDS[1:]]
+            out.append(self.metric.scorer(crops.to(dev), *fixed).reshape(-1).mean())
+        return torch.stack(out).to(images.device)
+
