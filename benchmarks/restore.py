@@ -1,0 +1,160 @@
+"""Restorer benchmark: speed and PSNR gain of DDPM-50 vs DDIM-5/10/20, side by side.
+
+Held-out (distorted, pristine) pairs are made with ``make_pairs`` from ../shared/data/pristine
+(images held out by ``--heldout-images`` and ``--seed``, so a restorer trained by
+``--train-minutes`` on the same call's training rows never saw them). For an existing
+checkpoint, the held-out images must also be ones its training did not use: pass its pairs
+folder with ``--pairs`` (its held-out rows are used), or keep the same pristine set, seed
+and ``heldout_images`` as its synth_pairs params.
+
+Usage:
+  python benchmarks/restore.py [--checkpoint models/restorer.pt] [--pairs DIR]
+      [--train-minutes N] [--heldout-count 96] [--samplers ddpm-50,ddim-5,ddim-10,ddim-20]
+      [--out outputs/bench_restore/result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from diffiqa.data.pairs import load_pairs, make_pairs  # noqa: E402
+from diffiqa.diffusion.checkpoint import load_restorer  # noqa: E402
+from diffiqa.diffusion.evaluation import evaluate_restorer  # noqa: E402
+from diffiqa.diffusion.profiles import restorer_profile  # noqa: E402
+from diffiqa.diffusion.training import train_restorer  # noqa: E402
+from diffiqa.diffusion.unet import count_parameters  # noqa: E402
+
+# Type families reported as columns (names from diffiqa.data.distortions.DISTORTION_TYPES).
+FAMILIES = {
+    "blur": ["gaussian_blur", "lens_blur", "motion_blur"],
+    "noise": ["white_noise", "white_noise_color_component", "impulse_noise", "multiplicative_noise"],
+    "jpeg": ["jpeg", "jpeg2000"],
+}
+
+
+def find_pristine(arg: str | None) -> Path:
+    for c in [arg, os.environ.get("DIFFIQA_SHARED_DATA") and Path(os.environ["DIFFIQA_SHARED_DATA"]) / "pristine",
+              REPO.parent / "shared" / "data" / "pristine"]:
+        if c and Path(c).is_dir():
+            return Path(c)
+    sys.exit("benchmarks/restore.py: no pristine folder; give --pristine DIR (e.g. ../shared/data/pristine)")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def family_gain(result: dict, family: str) -> float | None:
+    """Mean PSNR gain over the crops of a family's types (weighted by their counts)."""
+    parts = [v for k, v in result["per_distortion"].items() if k in FAMILIES[family]]
+    n = sum(p["n"] for p in parts)
+    return sum(p["psnr_gain"] * p["n"] for p in parts) / n if n else None
+
+
+def fmt(v, spec=".2f"):
+    return "—" if v is None else format(v, spec)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=str(REPO / "models" / "restorer.pt"))
+    ap.add_argument("--pairs", help="a make_pairs folder whose held-out rows to use (else made from --pristine)")
+    ap.add_argument("--pristine", help="pristine image folder (default ../shared/data/pristine)")
+    ap.add_argument("--work", default=str(REPO / "outputs" / "bench_restore"), help="pairs/training work folder")
+    ap.add_argument("--train-minutes", type=float, default=0, help="no checkpoint: train a restorer this long first")
+    ap.add_argument("--profile", default="cpu", help="restorer profile trained by --train-minutes")
+    ap.add_argument("--train-pairs", type=int, default=2000)
+    ap.add_argument("--crop-size", type=int, default=64, help="side of the held-out (and training) pairs")
+    ap.add_argument("--heldout-count", type=int, default=96)
+    ap.add_argument("--heldout-images", type=float, default=0.1, help="fraction (or count >= 1) of pristine images held out")
+    ap.add_argument("--samplers", default="ddpm-50,ddim-5,ddim-10,ddim-20")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="also write the results as JSON here")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    progress = not args.no_progress
+    work = Path(args.work)
+    types = [t for fam in FAMILIES.values() for t in fam]
+    heldout_images = int(args.heldout_images) if args.heldout_images >= 1 else args.heldout_images
+
+    ckpt = Path(args.checkpoint)
+    pairs_dir = Path(args.pairs) if args.pairs else work / "pairs"
+    if not args.pairs:
+        train_count = args.train_pairs if (not ckpt.exists() and args.train_minutes > 0) else 0
+        make_pairs([find_pristine(args.pristine)], pairs_dir, crop_size=args.crop_size, types=types, levels=[1, 2, 3, 4, 5],
+                   count=train_count, heldout_images=heldout_images, seed=args.seed, heldout_count=args.heldout_count,
+                   progress=progress)
+    trained = None
+    if not ckpt.exists():
+        if args.train_minutes <= 0:
+            sys.exit(f"benchmarks/restore.py: {ckpt}: no checkpoint; give --checkpoint or --train-minutes N")
+        cfg = restorer_profile(args.profile)
+        cfg.crop_size = min(cfg.crop_size, args.crop_size)
+        cfg.steps = 10**9  # the time budget decides
+        cfg.checkpoint_every = 100
+        trained = train_restorer(pairs_dir, work / "train", cfg, progress=progress, max_seconds=args.train_minutes * 60)
+        ckpt = Path(trained["restorer"])
+
+    net, cfg, extra = load_restorer(ckpt)
+    distorted, pristine, meta = load_pairs(pairs_dir, heldout=True)
+    if len(meta) == 0:
+        sys.exit(f"benchmarks/restore.py: {pairs_dir}: no held-out pairs")
+
+    results = {}
+    for spec in args.samplers.split(","):
+        sampler, steps = spec.strip().split("-")
+        results[spec] = evaluate_restorer(net, distorted, pristine, meta, sampler=sampler, steps=int(steps),
+                                          batch_size=args.batch_size, seed=args.seed, progress=progress)
+
+    header = [
+        f"command: {shlex.join([sys.executable.split('/')[-1], *sys.argv])}",
+        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), device {next(net.parameters()).device}",
+        f"checkpoint: {ckpt} sha256 {sha256(ckpt)[:12]}, {count_parameters(net):,} parameters, "
+        f"trained steps {extra.get('steps')}, crop {cfg.crop_size}, EMA {extra.get('ema')}",
+        f"held-out pairs: {len(meta)} crops of {distorted.shape[-1]}² from {pairs_dir} "
+        f"({meta['source'].nunique()} images not in the training rows)",
+    ]
+    if trained:
+        header.append(f"trained here: {trained['steps']} steps in {trained['seconds']:.0f} s, final loss {fmt(trained['final_loss'], '.4f')}")
+    cols = ["sampler", "crops/s", "PSNR dist", "PSNR rest", "gain", "gain blur", "gain noise", "gain jpeg", "SSIM gain"]
+    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for spec, r in results.items():
+        o = r["overall"]
+        table.append("| " + " | ".join([
+            spec.upper(), fmt(r["crops_per_s"], ".1f"), fmt(o["psnr_distorted"]), fmt(o["psnr_restored"]), fmt(o["psnr_gain"]),
+            *(fmt(family_gain(r, f)) for f in FAMILIES), fmt(o["ssim_gain"], ".3f"),
+        ]) + " |")
+    print("\n".join(header + [""] + table))
+    print("\nPSNR in dB of the crop vs its pristine crop (mean over crops); gain = restored - distorted; "
+          "jpeg = jpeg + jpeg2000; crops/s counts sampling only.")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
