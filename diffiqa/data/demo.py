@@ -38,7 +38,7 @@ PSEUDO_MOS_NOTE = (
 )
 
 
-def _photo(name: str) -> np.ndarray:
+def demo_photo(name: str) -> np.ndarray:
     """(H,W,3) uint8 bundled photograph."""
     from skimage import data
 
@@ -103,7 +103,7 @@ def build_demo(
     photos = DEMO_PHOTOS[:n_images]
     bar = tqdm(total=len(photos) * len(kinds) * len(levels), desc="demo images", disable=not progress)
     for p_idx, name in enumerate(photos):
-        pristine = _square(_photo(name), size)
+        pristine = _square(demo_photo(name), size)
         ref_rel = f"reference/{name}.png"
         save_image(out / ref_rel, pristine)
         for kind in kinds:
