@@ -34,7 +34,8 @@ from diffiqa.config import to_dict
 from diffiqa.errors import ConfigError, DiffiqaError
 from diffiqa.evaluation import mos_mapping, predict_images, resolve_device
 from diffiqa.io_utils import atomic_path, write_text_atomic
-from diffiqa.training.datasets import TrainCropDataset
+from diffiqa.training.datasets import TrainCropDataset, crops_by_row
+from diffiqa.training.features import can_cache_features, epoch_samples, feature_store, predict_images_from_features
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,18 @@ class TrainParams:
     num_workers: int = 0
     eval_every: int = 1  # validate every n epochs (and always after the last)
     patience: int = 0  # stop after this many validations without a better val SRCC; 0 = off
+    # Frozen backbones: encode every crop once (diffiqa.training.features) and train only the
+    # heads on the stored features. Same model up to the storage rounding of the features.
+    cache_features: bool = True
+    feature_dtype: str = "float16"  # or "float32" (bit-faithful features, twice the memory)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError("train.epochs, train.batch_size and train.eval_every must be >= 1")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 0 or self.num_workers < 0:
             raise ConfigError("train.lr must be > 0; weight_decay, patience, num_workers >= 0")
+        if self.feature_dtype not in ("float16", "float32"):
+            raise ConfigError(f"train.feature_dtype must be float16 or float32, got {self.feature_dtype!r}")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -105,15 +112,30 @@ def _write_curves(path: Path, history: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def _validate(model, cache, val_rows, val_quality, batch_size, device) -> dict:
+def _validate(model, cache, val_rows, val_quality, batch_size, device, store=None) -> dict:
     from diffiqa import metrics
 
-    pred = predict_images(model, cache, val_rows, batch_size, device)
+    if store is not None:
+        pred = predict_images_from_features(model, store, val_rows, batch_size, device)
+    else:
+        pred = predict_images(model, cache, val_rows, batch_size, device)
     try:
         return {"srcc": float(metrics.srcc(pred, val_quality)), "plcc": float(metrics.plcc(pred, val_quality))}
     except DiffiqaError as e:  # constant predictions (e.g. dead units early on): ranks last
         log.warning("val metrics undefined (%s); recorded as NaN", e)
         return {"srcc": float("nan"), "plcc": float("nan")}
+
+
+def _feature_batches(data: TrainCropDataset, store, batch_size: int, device):
+    """The DataLoader's batches of ``data`` (same items, order, flips), as stored features."""
+    # iter(DataLoader) draws one int64 from the global torch generator (its worker base seed);
+    # draw it too, so dropout masks match end-to-end training exactly.
+    torch.empty((), dtype=torch.int64).random_()
+    crops, flips, quality = epoch_samples(data)
+    for start in range(0, len(crops), batch_size):
+        end = start + batch_size
+        yield {"feats": store.batch(crops[start:end], flips[start:end], device=device),
+               "quality": torch.from_numpy(quality[start:end])}
 
 
 def train_split(
@@ -153,7 +175,10 @@ def train_split(
                           f"(has {len(train_rows)} train, {len(val_rows)} val)")
     quality = index_df["quality"].to_numpy(np.float32)
     spec = cache.spec.to_attrs()
-    fingerprint = _fingerprint(cfg=_config_dict(scorer_cfg), params=to_dict(params), split_id=split_id,
+    # The feature switches change speed, not the model (up to float16 rounding): a run may
+    # resume across them, and resume states from before they existed stay valid.
+    run_params = {k: v for k, v in to_dict(params).items() if k not in ("cache_features", "feature_dtype")}
+    fingerprint = _fingerprint(cfg=_config_dict(scorer_cfg), params=run_params, split_id=split_id,
                                train=train_rows.tolist(), val=val_rows.tolist(), cache=spec)
 
     torch.manual_seed(int(params.seed))  # the initial weights
@@ -174,6 +199,15 @@ def train_split(
         else:
             log.warning("%s was made with other config/split/cache; starting split %d afresh", last_path, split_id)
 
+    store = None
+    if params.cache_features and can_cache_features(model) and state["epoch"] < params.epochs:
+        store = feature_store(cache, model, params.feature_dtype, work_dir=work_dir, progress=progress)
+        train_crops = np.concatenate(crops_by_row(cache, train_rows))
+        store.ensure(model, train_crops, flips=(False, True), device=device)
+        store.ensure(model, np.concatenate(crops_by_row(cache, val_rows)), flips=(False,), device=device)
+        log.info("split %d: training on cached backbone features (%d slots, %.0f MB)", split_id,
+                 int(store.filled.sum()), store.nbytes / 1e6)
+
     epochs_this_call = 0
     bar = tqdm(total=params.epochs, initial=state["epoch"], desc=f"train split {split_id}", unit="epoch",
                disable=not progress)
@@ -184,11 +218,14 @@ def train_split(
         epoch = state["epoch"]
         torch.manual_seed(epoch_seed(params.seed, epoch))
         data = TrainCropDataset(cache, train_rows, quality[train_rows], params.seed, epoch)
-        loader = DataLoader(data, batch_size=params.batch_size, shuffle=False, num_workers=params.num_workers)
         model.train()
         loss_sum, n_seen = 0.0, 0
-        for batch in loader:
-            pred = model(*[batch[k].to(device) for k in IMAGE_KINDS]).reshape(-1)
+        for batch in _feature_batches(data, store, params.batch_size, device) if store else DataLoader(
+                data, batch_size=params.batch_size, shuffle=False, num_workers=params.num_workers):
+            if store is not None:
+                pred = model.forward_features(batch["feats"])["score"].reshape(-1)
+            else:
+                pred = model(*[batch[k].to(device) for k in IMAGE_KINDS]).reshape(-1)
             target = batch["quality"].to(device=device, dtype=pred.dtype)
             loss = torch.nn.functional.mse_loss(pred, target)
             optimizer.zero_grad(set_to_none=True)
@@ -198,7 +235,7 @@ def train_split(
             n_seen += len(target)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_srcc": None, "val_plcc": None}
         if (epoch + 1) % params.eval_every == 0 or epoch + 1 == params.epochs:
-            val = _validate(model, cache, val_rows, quality[val_rows], params.batch_size, device)
+            val = _validate(model, cache, val_rows, quality[val_rows], params.batch_size, device, store)
             record.update(val_srcc=val["srcc"], val_plcc=val["plcc"])
             score = val["srcc"] if math.isfinite(val["srcc"]) else -2.0  # NaN (constant output) ranks last
             if score > state["best_srcc"]:
