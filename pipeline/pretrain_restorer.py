@@ -45,7 +45,9 @@ def _fresh_or_resume(config: dict) -> None:
 def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     from diffiqa.data.pairs import load_pairs
     from diffiqa.diffusion.profiles import restorer_profile
-    from diffiqa.diffusion.training import evaluate_restorer, load_restorer, train_restorer
+    from diffiqa.diffusion.checkpoint import load_restorer
+    from diffiqa.diffusion.evaluation import evaluate_restorer
+    from diffiqa.diffusion.training import train_restorer
 
     group = dict((all_params or params()).get("pretrain_restorer") or {})
     ev = from_dict(RestorerEvalParams, group.pop("eval", None), "pretrain_restorer.eval")
