@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from diffiqa.config import to_dict
@@ -47,6 +47,17 @@ def diffusion_loss(net, x0: torch.Tensor, cond: torch.Tensor, loss: str = "l1", 
     noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
     eps = net(add_noise(x0, noise, t), cond, noise_level(t).to(x0.device))
     return F.l1_loss(eps, noise) if loss == "l1" else F.mse_loss(eps, noise)
+
+
+def _ema_with_warmup(decay: float):
+    """EMA update with decay min(decay, (1+n)/(10+n)) after n updates: a short (time-boxed)
+    CPU run is not stuck near its first weights, as a fixed 0.999 would leave it."""
+
+    def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged) -> torch.Tensor:
+        n = float(num_averaged)
+        return averaged + (current - averaged) * (1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return avg_fn
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -151,7 +162,7 @@ def train_restorer(
     torch.manual_seed(cfg.seed)  # initial weights
     net = ConditionalUNet(cfg.unet).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
+    ema = AveragedModel(net, avg_fn=_ema_with_warmup(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
     n_params = count_parameters(net)
     log.info("restorer U-Net: %d parameters", n_params)
 
