@@ -8,6 +8,9 @@
 - Resume: after every epoch ``work_dir/split-<k>.last.pt`` is replaced atomically with the
   model, optimizer, epoch, best-so-far and history. All randomness of epoch e is seeded from
   (seed, e), so a resumed run ends with the same weights as an uninterrupted one.
+- Frozen backbones (``scorer_cfg.freeze_backbones``, ``params.cache_features``): every crop
+  (and its flipped copy) is encoded once per process (``diffiqa.training.features``) and the
+  epochs run only the trainable heads, with the same plan, batches and RNG draws.
 - Curves: ``epoch, train_loss, val_srcc, val_plcc`` rewritten (atomically) after every epoch
   from the saved history, so a resumed run never duplicates rows.
 """
