@@ -37,7 +37,7 @@ from diffiqa.errors import DiffiqaError, ProvenanceError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: t_start recorded
 IMAGE_KINDS = ("distorted", "restored", "noisy_1", "noisy_2")
 DTYPES = ("uint8", "float16")
 
@@ -58,6 +58,7 @@ class CacheSpec:
     n_images: int = 0
     index_hash: str = ""
     shard_size: int = 32
+    t_start: float = 1.0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):

@@ -45,6 +45,7 @@ class RestoreParams:
     steps: int = 50
     eta: float = 0.0  # DDIM only
     keep_steps: tuple[int, ...] = (5, 10)  # steps before the end kept as noisy_1, noisy_2
+    t_start: float = 1.0  # 1 = the paper's full chain from noise; < 1 = truncated (SDEdit) chain
     dtype: str = "uint8"  # "uint8" | "float16"
     batch_size: int = 8
     shard_size: int = 32
@@ -58,6 +59,8 @@ class RestoreParams:
             # keep_steps count steps before the end of a 50-step chain; shorter chains keep
             # the state of the nearest noise level (diffiqa.diffusion.samplers.keep_positions).
             raise ConfigError(f"restore.keep_steps {list(self.keep_steps)} must be >= 1 and steps >= 2")
+        if not 0.0 < self.t_start <= 1.0:
+            raise ConfigError(f"restore.t_start must be in (0, 1], got {self.t_start}")
         if self.batch_size < 1 or self.shard_size < 1 or self.crops_per_image < 1:
             raise ConfigError("restore.batch_size, shard_size and crops_per_image must be >= 1")
 
@@ -131,7 +134,7 @@ def per_crop_states(net, cond: torch.Tensor, crop_ids, params: RestoreParams):
     library's step functions, because the library samplers take one generator per batch.
     Yields ``SamplerState`` like the library samplers.
     """
-    from diffiqa.diffusion.samplers import SamplerState, ddim_step, ddpm_step
+    from diffiqa.diffusion.samplers import SamplerState, ddim_step, ddpm_step, start_state
     from diffiqa.diffusion.schedule import sampling_timesteps
 
     gens = [torch.Generator(device=cond.device).manual_seed(crop_seed(params.seed, int(c))) for c in crop_ids]
@@ -141,8 +144,8 @@ def per_crop_states(net, cond: torch.Tensor, crop_ids, params: RestoreParams):
     def draw():  # (n,3,S,S), one slice per crop generator
         return torch.stack([torch.randn(shape, generator=g, device=cond.device, dtype=cond.dtype) for g in gens])
 
-    ts = sampling_timesteps(params.steps).tolist() + [0.0]
-    x = draw()
+    ts = sampling_timesteps(params.steps, params.t_start).tolist() + [0.0]
+    x = start_state(cond, draw(), params.t_start)
     for i in range(params.steps):
         with torch.no_grad():
             noise = draw() if stochastic else None
@@ -162,7 +165,9 @@ def sample_crops(net, crops_u8: np.ndarray, crop_ids, params: RestoreParams, dev
     from diffiqa.diffusion.samplers import run_and_keep, to_model_space
 
     cond = to_model_space(torch.from_numpy(crops_u8).to(device=device, dtype=torch.float32) / 255.0)
-    final, kept = run_and_keep(per_crop_states(net, cond, crop_ids, params), params.keep_steps, params.steps)
+    final, kept = run_and_keep(
+        per_crop_states(net, cond, crop_ids, params), params.keep_steps, params.steps, params.t_start
+    )
 
     def image(x):  # [-1,1] model space → [0,1] image space, unclipped on purpose
         return ((x.float() + 1.0) / 2.0).cpu().numpy()
@@ -199,7 +204,7 @@ def restore_dataset(
     _require_checkpoint(checkpoint_path)
     spec = CacheSpec(
         restorer_sha256=file_sha256(checkpoint_path), sampler=params.sampler, steps=int(params.steps),
-        eta=float(params.eta), keep_steps=tuple(int(k) for k in params.keep_steps),
+        eta=float(params.eta), keep_steps=tuple(int(k) for k in params.keep_steps), t_start=float(params.t_start),
         crop_size=int(params.crop_size), crops_per_image=int(params.crops_per_image), seed=int(params.seed),
         dtype=params.dtype, n_images=len(index_df), index_hash=index_hash(index_df),
         shard_size=int(params.shard_size),

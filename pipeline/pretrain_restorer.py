@@ -27,6 +27,7 @@ WORK_DIR = RESUME_DIR / "pretrain_restorer"
 class RestorerEvalParams:
     sampler: str = "ddim"
     steps: int = 10
+    t_start: float = 1.0
     max_pairs: int = 256
 
 
@@ -63,7 +64,8 @@ def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     distorted, pristine, meta = load_pairs(PAIRS_DIR, heldout=True)
     n = min(len(meta), ev.max_pairs)
     metrics = evaluate_restorer(
-        net, distorted[:n], pristine[:n], meta.iloc[:n], sampler=ev.sampler, steps=ev.steps, seed=cfg.seed
+        net, distorted[:n], pristine[:n], meta.iloc[:n], sampler=ev.sampler, steps=ev.steps, seed=cfg.seed,
+        t_start=ev.t_start,
     )
     write_json_atomic("metrics/restorer.json", metrics)
     plots = "plots/restorer/loss.csv"

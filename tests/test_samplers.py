@@ -116,3 +116,27 @@ def test_space_conversions_round_trip():
     img = torch.rand(1, 3, 4, 4)
     assert torch.allclose(to_image_space(to_model_space(img)), img)
     assert to_image_space(torch.full((1, 3, 2, 2), 3.0)).max() == 1
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_truncated_chain_starts_from_noised_condition(kind, tiny_net):
+    """t_start < 1: the grid is scaled, the start is the condition noised to t_start, and
+    keep_steps still pick the states nearest the 50-step chain's noise levels."""
+    from diffiqa.diffusion.samplers import ddim_sample, ddpm_sample, keep_positions, run_and_keep, start_state
+    from diffiqa.diffusion.schedule import cosine_alpha_bar
+
+    cond = torch.rand(2, 3, 16, 16) * 2 - 1
+    sample = ddpm_sample if kind == "ddpm" else ddim_sample
+    states = list(sample(tiny_net, cond, 10, generator=torch.Generator().manual_seed(0), t_start=0.5))
+    assert len(states) == 10
+    assert states[0].t == pytest.approx(0.45) and states[-1].t == 0.0
+    # the start state correlates with the condition (pure noise would not)
+    noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(1))
+    x_start = start_state(cond, noise, 0.5)
+    ab = float(cosine_alpha_bar(0.5))
+    torch.testing.assert_close(x_start, ab**0.5 * cond + (1 - ab) ** 0.5 * noise)
+    assert torch.equal(start_state(cond, noise, 1.0), noise)
+    # 5 and 10 of 50 steps are t = 0.1, 0.2: on a 10-step chain from 0.5 that is 2 and 4 steps before the end
+    assert keep_positions((5, 10), 10, t_start=0.5) == {5: 7, 10: 5}
+    final, kept = run_and_keep(iter(states), (5, 10), 10, t_start=0.5)
+    assert torch.equal(kept[5], states[7].x) and torch.equal(final, states[-1].x)

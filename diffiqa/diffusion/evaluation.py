@@ -18,12 +18,15 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("ddim", "ddpm")
 
 
-def restore_batch(net, distorted01: torch.Tensor, sampler: str = "ddim", steps: int = 10, generator=None) -> torch.Tensor:
+def restore_batch(
+    net, distorted01: torch.Tensor, sampler: str = "ddim", steps: int = 10, generator=None, t_start: float = 1.0
+) -> torch.Tensor:
     """(N,3,H,W) float in [0,1] -> restored (N,3,H,W) float in [0,1] (final sampler state)."""
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler={sampler!r}: expected one of {SAMPLERS}")
     cond = distorted01 * 2 - 1
-    states = ddim_sample(net, cond, steps, generator=generator) if sampler == "ddim" else ddpm_sample(net, cond, steps, generator=generator)
+    sample = ddim_sample if sampler == "ddim" else ddpm_sample
+    states = sample(net, cond, steps, generator=generator, t_start=t_start)
     for state in states:
         final = state.x
     return to_image_space(final)
@@ -49,7 +52,7 @@ def _summary(df: pd.DataFrame) -> dict:
 
 def evaluate_restorer(
     net, distorted: np.ndarray, pristine: np.ndarray, meta: pd.DataFrame, sampler: str = "ddim", steps: int = 10,
-    batch_size: int = 16, seed: int = 0, progress: bool = True, device=None,
+    batch_size: int = 16, seed: int = 0, progress: bool = True, device=None, t_start: float = 1.0,
 ) -> dict:
     """PSNR/SSIM of restored vs pristine and of distorted vs pristine, overall and per type.
 
@@ -70,7 +73,7 @@ def evaluate_restorer(
         d = distorted[start : start + batch_size]
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
         t0 = time.perf_counter()
-        restored = restore_batch(net, torch.from_numpy(d).float().to(device) / 255, sampler, steps, gen)
+        restored = restore_batch(net, torch.from_numpy(d).float().to(device) / 255, sampler, steps, gen, t_start)
         restored = (restored * 255).round().to(torch.uint8).cpu().numpy()
         sampling_seconds += time.perf_counter() - t0
         for i in range(len(d)):
@@ -82,6 +85,7 @@ def evaluate_restorer(
     df = pd.DataFrame(rows)
     result = {
         "sampler": sampler,
+        "t_start": t_start,
         "steps": steps,
         "overall": _summary(df),
         "per_distortion": {k: _summary(g) for k, g in df.groupby("distortion", sort=True)},

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffiqa.diffusion.schedule import cosine_alpha_bar, sampling_timesteps
+from diffiqa.diffusion.schedule import add_noise, cosine_alpha_bar, sampling_timesteps
 
 log = logging.getLogger(__name__)
 
@@ -112,22 +112,35 @@ def ddim_invert_step(net, cond, x, t, t_next, clip_x0: bool = False, refine_iter
     return x_next, x0
 
 
-def _grid(num_steps: int) -> list[float]:
-    return sampling_timesteps(num_steps).tolist() + [0.0]
+def _grid(num_steps: int, t_start: float = 1.0) -> list[float]:
+    return sampling_timesteps(num_steps, t_start).tolist() + [0.0]
 
 
-def _start_noise(cond, generator, x_T):
+def start_state(cond: torch.Tensor, noise: torch.Tensor, t_start: float = 1.0) -> torch.Tensor:
+    """The chain's first state: pure noise for the full chain (t_start = 1, the paper), else
+    the condition (the distorted image) noised to level t_start (a truncated, SDEdit-style
+    chain: a restorer trained briefly, as on a CPU, is only reliable at moderate noise)."""
+    if t_start >= 1.0:
+        return noise
+    return add_noise(cond, noise, torch.full((cond.shape[0],), float(t_start), device=cond.device))
+
+
+def _start_noise(cond, generator, x_T, t_start: float = 1.0):
     if x_T is not None:
         if x_T.shape != cond.shape:
             raise ValueError(f"x_T {tuple(x_T.shape)} must have the shape of cond {tuple(cond.shape)}")
         return x_T
-    return torch.randn(cond.shape, generator=generator, device=cond.device, dtype=cond.dtype)
+    noise = torch.randn(cond.shape, generator=generator, device=cond.device, dtype=cond.dtype)
+    return start_state(cond, noise, t_start)
 
 
-def ddpm_sample(net, cond, num_steps: int = 50, generator=None, x_T=None, clip_x0: bool = True) -> Iterator[SamplerState]:
-    """Ancestral sampling, num_steps states; cond (N,3,H,W) in [-1,1]; x_T default N(0,I)."""
-    ts = _grid(num_steps)
-    x = _start_noise(cond, generator, x_T)
+def ddpm_sample(
+    net, cond, num_steps: int = 50, generator=None, x_T=None, clip_x0: bool = True, t_start: float = 1.0
+) -> Iterator[SamplerState]:
+    """Ancestral sampling, num_steps states; cond (N,3,H,W) in [-1,1]; x_T default N(0,I)
+    (or, with ``t_start`` < 1, the condition noised to ``t_start``: see ``start_state``)."""
+    ts = _grid(num_steps, t_start)
+    x = _start_noise(cond, generator, x_T, t_start)
     for i in range(num_steps):
         with torch.no_grad():
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -136,11 +149,12 @@ def ddpm_sample(net, cond, num_steps: int = 50, generator=None, x_T=None, clip_x
 
 
 def ddim_sample(
-    net, cond, num_steps: int, eta: float = 0.0, generator=None, x_T=None, clip_x0: bool = True
+    net, cond, num_steps: int, eta: float = 0.0, generator=None, x_T=None, clip_x0: bool = True,
+    t_start: float = 1.0,
 ) -> Iterator[SamplerState]:
-    """DDIM sampling on the ``sampling_timesteps(num_steps)`` grid, num_steps states."""
-    ts = _grid(num_steps)
-    x = _start_noise(cond, generator, x_T)
+    """DDIM sampling on the ``sampling_timesteps(num_steps, t_start)`` grid, num_steps states."""
+    ts = _grid(num_steps, t_start)
+    x = _start_noise(cond, generator, x_T, t_start)
     for i in range(num_steps):
         with torch.no_grad():
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else None
@@ -164,13 +178,14 @@ def ddim_invert(
         yield SamplerState(i, ts[i + 1], x, x0_pred)
 
 
-def keep_positions(keep_steps: Sequence[int], num_steps: int) -> dict[int, int]:
+def keep_positions(keep_steps: Sequence[int], num_steps: int, t_start: float = 1.0) -> dict[int, int]:
     """Map each k of ``keep_steps`` (steps before the end of a 50-step chain) to the state
     index of an ``num_steps`` chain with the closest noise level.
 
-    Rule: the 50-step state k steps before the end has t = k/50; in an n-step chain the state
-    m steps before the end has t = m/n; so m = round(k*n/50) (halves up), kept in
-    [1, n-1] so a kept state is never the final image nor missing. Returns {k: index}.
+    Rule: the 50-step state k steps before the end has t = k/50; in an n-step chain starting
+    at ``t_start`` the state m steps before the end has t = t_start*m/n; so
+    m = round(k*n/(50*t_start)) (halves up), kept in [1, n-1] so a kept state is never the
+    final image nor missing. Returns {k: index}.
     """
     out = {}
     for k in keep_steps:
@@ -178,7 +193,7 @@ def keep_positions(keep_steps: Sequence[int], num_steps: int) -> dict[int, int]:
             raise ValueError(f"keep_steps must be >= 1 (steps before the end), got {k}")
         if num_steps < 2:
             raise ValueError(f"keeping intermediate states needs num_steps >= 2, got {num_steps}")
-        m = int(k * num_steps / REFERENCE_STEPS + 0.5)
+        m = int(k * num_steps / (REFERENCE_STEPS * t_start) + 0.5)
         m = min(max(m, 1), num_steps - 1)
         out[k] = num_steps - 1 - m
     if len(set(out.values())) < len(out):
@@ -187,10 +202,10 @@ def keep_positions(keep_steps: Sequence[int], num_steps: int) -> dict[int, int]:
 
 
 def run_and_keep(
-    states: Iterator[SamplerState], keep_steps: Sequence[int], num_steps: int
+    states: Iterator[SamplerState], keep_steps: Sequence[int], num_steps: int, t_start: float = 1.0
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Exhaust a sampler; -> (final x, {k: x of the state kept for k}) (see ``keep_positions``)."""
-    wanted = keep_positions(keep_steps, num_steps)
+    wanted = keep_positions(keep_steps, num_steps, t_start)
     kept: dict[int, torch.Tensor] = {}
     final, count = None, 0
     for state in states:

@@ -36,16 +36,19 @@ def noise_level(t: torch.Tensor | float) -> torch.Tensor:
     return cosine_alpha_bar(t).sqrt()
 
 
-def sampling_timesteps(num_steps: int) -> torch.Tensor:
-    """Descending grid ``[1, (n-1)/n, ..., 1/n]`` of shape (num_steps,), values in (0, 1].
+def sampling_timesteps(num_steps: int, t_start: float = 1.0) -> torch.Tensor:
+    """Descending grid ``t_start * [1, (n-1)/n, ..., 1/n]`` of shape (num_steps,), in (0, 1].
 
     Step i of a sampler goes from ``t[i]`` to ``t[i+1]`` (with ``t[num_steps] = 0``), so a
     chain of n steps ends on the clean image and the state m steps before the end has
-    ``t = m / n`` whatever n is.
+    ``t = t_start * m / n`` whatever n is. ``t_start`` < 1 is a truncated chain (SDEdit):
+    it starts from the condition noised to level ``t_start`` instead of pure noise.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    return torch.linspace(1.0, 0.0, num_steps + 1)[:-1]
+    if not 0.0 < t_start <= 1.0:
+        raise ValueError(f"t_start must be in (0, 1], got {t_start}")
+    return torch.linspace(1.0, 0.0, num_steps + 1)[:-1] * t_start
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
