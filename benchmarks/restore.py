@@ -10,6 +10,7 @@ and ``heldout_images`` as its synth_pairs params.
 Usage:
   python benchmarks/restore.py [--checkpoint models/restorer.pt] [--pairs DIR]
       [--train-minutes N] [--heldout-count 96] [--samplers ddpm-50,ddim-5,ddim-10,ddim-20]
+      [--t-start 1.0[,0.3]]
       [--out outputs/bench_restore/result.json]
 """
 
@@ -88,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout-images", type=float, default=0.1, help="fraction (or count >= 1) of pristine images held out")
     ap.add_argument("--samplers", default="ddpm-50,ddim-5,ddim-10,ddim-20")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--t-start", default="1.0",
+                    help="comma-separated chain starts: 1 = full chain from noise, < 1 = truncated (SDEdit) chain")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the results as JSON here")
     ap.add_argument("--no-progress", action="store_true")
@@ -122,10 +125,12 @@ def main(argv=None) -> int:
         sys.exit(f"benchmarks/restore.py: {pairs_dir}: no held-out pairs")
 
     results = {}
-    for spec in args.samplers.split(","):
-        sampler, steps = spec.strip().split("-")
-        results[spec] = evaluate_restorer(net, distorted, pristine, meta, sampler=sampler, steps=int(steps),
-                                          batch_size=args.batch_size, seed=args.seed, progress=progress)
+    for t_start in (float(t) for t in args.t_start.split(",")):
+        for spec in args.samplers.split(","):
+            sampler, steps = spec.strip().split("-")
+            results[f"{spec.strip()}@{t_start:g}"] = evaluate_restorer(
+                net, distorted, pristine, meta, sampler=sampler, steps=int(steps), batch_size=args.batch_size,
+                seed=args.seed, progress=progress, t_start=t_start)
 
     header = [
         f"command: {shlex.join([sys.executable.split('/')[-1], *sys.argv])}",
@@ -139,7 +144,7 @@ def main(argv=None) -> int:
     ]
     if trained:
         header.append(f"trained here: {trained['steps']} steps in {trained['seconds']:.0f} s, final loss {fmt(trained['final_loss'], '.4f')}")
-    cols = ["sampler", "crops/s", "PSNR dist", "PSNR rest", "gain", "gain blur", "gain noise", "gain jpeg", "SSIM gain"]
+    cols = ["sampler@t_start", "crops/s", "PSNR dist", "PSNR rest", "gain", "gain blur", "gain noise", "gain jpeg", "SSIM gain"]
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for spec, r in results.items():
         o = r["overall"]
@@ -149,7 +154,8 @@ def main(argv=None) -> int:
         ]) + " |")
     print("\n".join(header + [""] + table))
     print("\nPSNR in dB of the crop vs its pristine crop (mean over crops); gain = restored - distorted; "
-          "jpeg = jpeg + jpeg2000; crops/s counts sampling only.")
+          "jpeg = jpeg + jpeg2000; crops/s counts sampling only; "
+          "@t_start: the chain starts from the distorted crop noised to that level (1 = pure noise).")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")

@@ -184,6 +184,7 @@ def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=
         crop_size=int(spec["crop_size"]), crops_per_image=int(spec["crops_per_image"]), seed=int(spec["seed"]),
         sampler=spec["sampler"], steps=int(spec["steps"]), eta=float(spec["eta"]),
         keep_steps=tuple(int(k) for k in spec["keep_steps"]), dtype=spec["dtype"], batch_size=int(batch_size),
+        t_start=float(spec.get("t_start", 1.0)),  # the cache's chain start (format 2); older caches ran full chains
     )
     restorer_path = find_restorer(ckpt, extra, restorer)
     net, _rcfg, _rextra = load_restorer(restorer_path)
