@@ -10,7 +10,7 @@ and ``heldout_images`` as its synth_pairs params.
 Usage:
   python benchmarks/restore.py [--checkpoint models/restorer.pt] [--pairs DIR]
       [--train-minutes N] [--heldout-count 96] [--samplers ddpm-50,ddim-5,ddim-10,ddim-20]
-      [--t-start 1.0[,0.3]]
+      [--t-start 1.0[,0.3]] [--max-pairs N]
       [--out outputs/bench_restore/result.json]
 """
 
@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-pairs", type=int, default=2000)
     ap.add_argument("--crop-size", type=int, default=64, help="side of the held-out (and training) pairs")
     ap.add_argument("--heldout-count", type=int, default=96)
+    ap.add_argument("--max-pairs", type=int, default=0, help="use at most this many held-out pairs (evenly spaced; 0 = all)")
     ap.add_argument("--heldout-images", type=float, default=0.1, help="fraction (or count >= 1) of pristine images held out")
     ap.add_argument("--samplers", default="ddpm-50,ddim-5,ddim-10,ddim-20")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -123,6 +124,9 @@ def main(argv=None) -> int:
     distorted, pristine, meta = load_pairs(pairs_dir, heldout=True)
     if len(meta) == 0:
         sys.exit(f"benchmarks/restore.py: {pairs_dir}: no held-out pairs")
+    if args.max_pairs and len(meta) > args.max_pairs:  # evenly spaced: every source image and type keeps its share
+        keep = np.linspace(0, len(meta) - 1, args.max_pairs).round().astype(int)
+        distorted, pristine, meta = distorted[keep], pristine[keep], meta.iloc[keep].reset_index(drop=True)
 
     results = {}
     for t_start in (float(t) for t in args.t_start.split(",")):
