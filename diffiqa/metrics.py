@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from scipy.special import expit
 from scipy import optimize, stats
 
 from diffiqa.errors import DiffiqaError
@@ -39,7 +40,8 @@ def _check(pred, mos) -> tuple[np.ndarray, np.ndarray]:
 
 def logistic4(x, b1, b2, b3, b4):
     """VQEG 4-parameter logistic: ``(b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``."""
-    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / np.abs(b4))) + b2
+    # expit is the same function without exp overflow warnings for far-out x during the fit
+    return (b1 - b2) * expit((x - b3) / np.abs(b4)) + b2
 
 
 def logistic4_fit(pred, mos) -> tuple[np.ndarray | None, np.ndarray]:
