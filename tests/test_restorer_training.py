@@ -11,14 +11,6 @@ from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 from diffiqa.errors import ConfigError, DiffiqaError, ProvenanceError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(**kw) -> RestorerConfig:
     unet = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(8,),
                       attn_reference_size=16, dropout=0.1, norm="batch")

@@ -14,15 +14,6 @@ from diffiqa.diffusion.samplers import (
 from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # a shared 2-core machine: tiny nets are slower with thread hand-offs than without
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_net():
     torch.manual_seed(0)

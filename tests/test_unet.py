@@ -5,14 +5,6 @@ from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig, count_parameters
 from diffiqa.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(norm="group", **kw):
     fields = dict(
         base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(8,), attn_reference_size=16,
