@@ -35,6 +35,21 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 900)
     return r
 
 
+# The demo profile, shrunk so integration tests take minutes: same stages, same code paths.
+FAST = {
+    "prepare.splits": 2,
+    "synth_pairs.count": 300,
+    "synth_pairs.heldout_count": 32,
+    "pretrain_restorer.steps": 30,
+    "pretrain_restorer.checkpoint_every": 10,
+    "pretrain_restorer.eval.max_pairs": 32,
+    "restore.crops_per_image": 1,
+    "train.epochs": 3,
+    "enhance.images": ["images/astronaut_jpeg_5.png"],
+    "enhance.iterations": 2,
+}
+
+
 def tracked_files() -> list[str]:
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -52,7 +67,7 @@ def make_repo(dest: Path, params_overrides: dict | None = None, profile: str = "
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
     params = yaml.safe_load((dest / "pipeline" / "profiles" / f"{profile}.yaml").read_text())
-    for dotted, value in (params_overrides or {}).items():
+    for dotted, value in {**FAST, **(params_overrides or {})}.items():
         node = params
         *parents, leaf = dotted.split(".")
         for key in parents:

@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipeline_repo import executed_stages, make_repo, run
+from tests.pipeline_repo import FAST, executed_stages, make_repo, run
 
 pytestmark = pytest.mark.slow
-
-# Smaller than the README's demo run, same code path.
-FAST = {"prepare.splits": 2, "train.epochs": 2}
 
 
 def set_param(repo: Path, dotted: str, value) -> None:
@@ -39,10 +36,11 @@ def commit_all(repo: Path, msg: str) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("dvc") / "repo", FAST)
+    repo = make_repo(tmp_path_factory.mktemp("dvc") / "repo")
     first = run(["dvc", "repro"], repo)
     ran = executed_stages(first.stdout)
-    for stage in ("prepare@demo", "synth_pairs", "pretrain_restorer", "restore@demo", "train@demo", "evaluate@demo"):
+    for stage in ("prepare@demo", "synth_pairs", "pretrain_restorer", "restore@demo", "train@demo", "evaluate@demo",
+                  "enhance"):
         assert stage in ran, f"{stage} did not run:\n{first.stdout[-2000:]}"
     commit_all(repo, "first run")
     return repo
@@ -68,17 +66,21 @@ def test_repro_after_success_is_a_noop(repo):
     print(f"no-op dvc repro took {elapsed:.1f} s")
 
 
+# `enhance` uses the trained scorer as one of its priors, so it depends on it too.
+SCORER_DOWNSTREAM = ["enhance", "evaluate@demo", "train@demo"]
+
+
 def test_scorer_param_change_reruns_only_train_and_evaluate(repo):
     set_param(repo, "train.weight_decay", 0.02)
     r = run(["dvc", "repro"], repo)
-    assert sorted(executed_stages(r.stdout)) == ["evaluate@demo", "train@demo"], r.stdout
+    assert sorted(executed_stages(r.stdout)) == SCORER_DOWNSTREAM, r.stdout
     commit_all(repo, "weight decay")
 
 
 def test_exp_run_and_metrics_and_plots_diff(repo):
     base = json.loads((repo / "metrics" / "demo.json").read_text())
     r = run(["dvc", "exp", "run", "-S", "train.lr=0.003"], repo)
-    assert sorted(executed_stages(r.stdout)) == ["evaluate@demo", "train@demo"], r.stdout
+    assert sorted(executed_stages(r.stdout)) == SCORER_DOWNSTREAM, r.stdout
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.003
     diff = run(["dvc", "metrics", "diff", "--json"], repo)
     changed = json.loads(diff.stdout)
@@ -104,7 +106,7 @@ def test_restorer_param_change_reruns_from_pretrain(repo):
     set_param(repo, "pretrain_restorer.lr", lr * 0.5)
     r = run(["dvc", "repro"], repo)
     ran = set(executed_stages(r.stdout))
-    assert ran == {"pretrain_restorer", "restore@demo", "train@demo", "evaluate@demo"}, r.stdout
+    assert ran == {"pretrain_restorer", "restore@demo", "train@demo", "evaluate@demo", "enhance"}, r.stdout
     commit_all(repo, "restorer lr")
 
 

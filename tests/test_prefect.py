@@ -22,7 +22,7 @@ from tests.pipeline_repo import BIN, env, make_repo, run
 
 pytestmark = pytest.mark.slow
 
-FAST = {"prepare.splits": 1, "train.epochs": 1}
+ONE_SPLIT = {"prepare.splits": 1, "train.epochs": 1}
 
 
 def _free_port() -> int:
@@ -83,7 +83,7 @@ def _run(cmd, cwd, e, timeout=900, check=True):
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("prefect-repo") / "repo", FAST)
+    repo = make_repo(tmp_path_factory.mktemp("prefect-repo") / "repo", ONE_SPLIT)
     run(["dvc", "repro", "restore@demo"], repo)
     return repo
 

@@ -21,12 +21,12 @@ from tests.pipeline_repo import env, make_repo, run
 
 pytestmark = pytest.mark.slow
 
-FAST = {"prepare.splits": 1, "train.epochs": 3}
+ONE_SPLIT = {"prepare.splits": 1, "train.epochs": 3, "pretrain_restorer.steps": 40}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("reliability") / "repo", FAST)
+    repo = make_repo(tmp_path_factory.mktemp("reliability") / "repo", ONE_SPLIT)
     run(["dvc", "repro", "synth_pairs", "prepare@demo"], repo)
     return repo
 
