@@ -102,12 +102,12 @@ def shutil_rm(p: Path) -> None:
 
 def test_restorer_param_change_reruns_from_pretrain(repo):
     run(["dvc", "repro"], repo)  # back to the committed state after the experiment
-    lr = yaml.safe_load((repo / "params.yaml").read_text())["pretrain_restorer"]["lr"]
-    set_param(repo, "pretrain_restorer.lr", lr * 0.5)
+    steps = yaml.safe_load((repo / "params.yaml").read_text())["pretrain_restorer"]["steps"]
+    set_param(repo, "pretrain_restorer.steps", steps + 5)
     r = run(["dvc", "repro"], repo)
     ran = set(executed_stages(r.stdout))
     assert ran == {"pretrain_restorer", "restore@demo", "train@demo", "evaluate@demo", "enhance"}, r.stdout
-    commit_all(repo, "restorer lr")
+    commit_all(repo, "restorer steps")
 
 
 def test_push_then_pull_into_fresh_clone_recomputes_nothing(repo, tmp_path):
