@@ -44,7 +44,8 @@ import baselines  # noqa: E402
 from diffiqa import metrics  # noqa: E402
 from diffiqa.config import from_dict, load_params, profiled  # noqa: E402
 from diffiqa.data.index import read_prepared  # noqa: E402
-from diffiqa.evaluation import evaluate_splits  # noqa: E402
+from diffiqa.evaluation import mos_mapping  # noqa: E402
+from diffiqa.io_utils import write_json_atomic  # noqa: E402
 from diffiqa.scorer import scorer_profile  # noqa: E402
 from diffiqa.training.trainer import TrainParams, train_split  # noqa: E402
 
@@ -73,7 +74,30 @@ def summarize(per_split: list[dict]) -> dict:
     return out
 
 
-def run_model_row(name, overrides, args, index, splits, cache, base_cfg, tp, restorer_path, work) -> dict:
+def evaluate_checkpoint(ckpt, k, cache_path, index, split, tp, row_dir, progress) -> dict:
+    """Test SRCC/PLCC of split ``k``'s checkpoint: image score = mean over its cached crops, as
+    ``diffiqa.evaluation.evaluate_splits``, but from the per-process feature store when the
+    backbones are frozen (the rows share one encoding of the test crops)."""
+    from diffiqa.cache import read_cache
+    from diffiqa.evaluation import load_model_for_cache, predict_images, quality_to_mos
+    from diffiqa.training.features import can_cache_features, feature_store, predict_images_from_features
+
+    cache = read_cache(cache_path)
+    model, _cfg, extra = load_model_for_cache(ckpt, cache)
+    if int(extra.get("split_id", k)) != k:
+        raise SystemExit(f"{ckpt}: is the model of split {extra['split_id']}, not of split {k}")
+    test = np.asarray(split["test"], dtype=np.int64)
+    if tp.cache_features and can_cache_features(model):
+        store = feature_store(cache, model, tp.feature_dtype, work_dir=row_dir / "resume", progress=progress)
+        quality = predict_images_from_features(model, store, test)
+    else:
+        quality = predict_images(model, cache, test, progress=progress)
+    pred, mos = quality_to_mos(quality, extra.get("mos_mapping") or mos_mapping(index)), index["mos"].to_numpy()[test]
+    return {"split": k, "srcc": metrics.srcc(pred, mos), "plcc": metrics.plcc(pred, mos),
+            "best_epoch": extra.get("best_epoch"), "val_srcc": (extra.get("val") or {}).get("srcc")}
+
+
+def run_model_row(name, overrides, args, index, splits, cache, base_cfg, tp, restorer_path, work) -> dict:  # noqa: PLR0913
     cfg = dataclasses.replace(base_cfg, **overrides)
     row_dir = work / name
     if name == "full" and args.full_models:
@@ -87,9 +111,9 @@ def run_model_row(name, overrides, args, index, splits, cache, base_cfg, tp, res
             log.info("%s split %d: best epoch %s val SRCC %.4f", name, k, r["best_epoch"], r["val"]["srcc"])
             ckpts.append(Path(r["checkpoint"]))
         source = "trained here"
-    res = evaluate_splits(cache, index, splits, ckpts, metrics_path=row_dir / "metrics.json", progress=args.progress)
-    per_split = [{"split": s["split"], "srcc": s["srcc"], "plcc": s["plcc"], "best_epoch": s.get("best_epoch")}
-                 for s in res["per_split"]]
+    per_split = [evaluate_checkpoint(ckpt, k, cache, index, split, tp, row_dir, args.progress)
+                 for k, (ckpt, split) in enumerate(zip(ckpts, splits))]
+    write_json_atomic(row_dir / "metrics.json", {"per_split": per_split, **summarize(per_split)})
     return {"per_split": per_split, "source": source}
 
 
