@@ -142,6 +142,13 @@ def machine_line() -> str:
             f"({torch.get_num_threads()} threads), {'cuda' if torch.cuda.is_available() else 'cpu'}")
 
 
+def write_results(path: Path, header: list[str], results: dict) -> None:
+    """Merge this run's rows into ``path`` (rows of earlier ``--only`` runs are kept)."""
+    merged = json.loads(path.read_text())["results"] if path.exists() else {}
+    merged.update(results)
+    write_json_atomic(path, {"header": header, "results": merged})
+
+
 def table(results: dict) -> str:
     lines = ["| method | what | SRCC | PLCC | wall s |", "|---|---|---|---|---|"]
     for name, r in results.items():
@@ -210,7 +217,7 @@ def main(argv=None) -> int:
         results[name] = r
         log.info("%s: SRCC %.4f ± %.4f, PLCC %.4f ± %.4f (%.0f s)", name, r["srcc"]["mean"], r["srcc"]["std"],
                  r["plcc"]["mean"], r["plcc"]["std"], r["wall_s"])
-        (work / "results.json").write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
+        write_results(work / "results.json", header, results)
     if "full" in results or any(r in results for r in MODEL_ROWS):
         from diffiqa.cache import read_cache
 
@@ -220,7 +227,7 @@ def main(argv=None) -> int:
     print("\n".join(header) + "\n\n" + table(results))
     print("\nSRCC/PLCC on each split's test part (PLCC after the 4-parameter logistic fit), mean ± std over splits; "
           "wall s = training + evaluation of all splits (the first model row also encodes the crops).")
-    (work / "results.json").write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
+    write_results(work / "results.json", header, results)
     return 0
 
 
