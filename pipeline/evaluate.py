@@ -2,7 +2,8 @@
 
 Image score = mean over the image's deterministic cached crops; SRCC/KRCC/PLCC (after the
 4-parameter logistic fit)/RMSE on each split's `test` rows, mean ± std over splits, per
-distortion type. Params group `evaluate`: `batch_size`.
+distortion type. metrics/<ds>.json holds the summary (what `dvc metrics diff` compares);
+reports/<ds>_metrics.json adds per split and per distortion type. Params group `evaluate`: `batch_size`.
 
 `python -m pipeline.evaluate <test_ds> --trained-on <train_ds>` is stage `evaluate_cross`:
 every split model of <train_ds> scores all of <test_ds> -> metrics/cross/<train>_to_<test>.json
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffiqa.config import from_dict
+from diffiqa.io_utils import write_json_atomic
 from pipeline.common import cache_path, main_guard, params, prepared_dir, scorer_dir
 
 log = logging.getLogger("pipeline.evaluate")
+SUMMARY_KEYS = ("srcc", "plcc", "krcc", "rmse", "n_splits", "n_test_images")
 
 
 @dataclass
@@ -44,9 +47,11 @@ def run_evaluate(ds: str, all_params: dict | None = None, progress: bool = True)
     index, splits = read_prepared(prepared_dir(ds))
     ckpts = [scorer_dir(ds) / f"split-{k}.pt" for k in range(len(splits["splits"]))]
     metrics = evaluate_splits(
-        cache_path(ds), index, splits, ckpts, metrics_path=Path("metrics") / f"{ds}.json",
+        cache_path(ds), index, splits, ckpts, metrics_path=Path("reports") / f"{ds}_metrics.json",
         plots_dir=Path("plots") / ds, batch_size=cfg.batch_size, progress=progress,
     )
+    # `dvc metrics show/diff` read the summary; per split and per distortion stay in reports/.
+    write_json_atomic(Path("metrics") / f"{ds}.json", {k: metrics[k] for k in SUMMARY_KEYS})
     write_report(ds, index, cache_path(ds), metrics, sorted((Path("plots") / ds / "curves").glob("*.csv")),
                  Path("reports") / f"{ds}.html")
     print(f"\n{ds}: {metrics['n_splits']} splits, {metrics['n_test_images']} test images\n{_table(metrics)}")

@@ -51,7 +51,9 @@ def test_first_repro_writes_metrics_cache_and_report(repo):
     for key in ("srcc", "plcc", "krcc", "rmse"):
         assert set(metrics[key]) >= {"mean", "std"}
         assert metrics[key]["mean"] == metrics[key]["mean"]  # not NaN
-    assert len(metrics["per_split"]) == FAST["prepare.splits"]
+    assert metrics["n_splits"] == FAST["prepare.splits"]
+    detail = json.loads((repo / "reports" / "demo_metrics.json").read_text())
+    assert len(detail["per_split"]) == FAST["prepare.splits"] and detail["per_distortion"]
     assert (repo / "data" / "cache" / "demo.zarr" / "zarr.json").exists()
     assert (repo / "reports" / "demo.html").stat().st_size > 0
     assert (repo / "models" / "restorer" / "restorer.pt").exists()
