@@ -37,6 +37,13 @@ def resolve_root(root: str | None) -> Path | None:
     return Path(os.path.expanduser(os.path.expandvars(str(root))))
 
 
+def dataset_root(splits: dict) -> Path:
+    """The dataset root recorded by prepare: as given (relative roots survive a clone
+    elsewhere), else the absolute path it resolved to then."""
+    given = Path(splits["root"])
+    return given if given.exists() else Path(splits["root_abs"])
+
+
 def prepared_dir(ds: str) -> Path:
     return Path("data/prepared") / ds
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from diffiqa.config import from_dict
 from diffiqa.io_utils import write_json_atomic
-from pipeline.common import RESTORER_CKPT, main_guard, params, prepared_dir, scorer_dir
+from pipeline.common import RESTORER_CKPT, dataset_root, main_guard, params, prepared_dir, scorer_dir
 
 OUT = Path("outputs/enhance")
 
@@ -28,7 +28,7 @@ def run_enhance(all_params: dict | None = None, progress: bool = True) -> list[d
     ds, images, split = group.pop("dataset"), group.pop("images"), group.pop("scorer_split", 0)
     cfg = from_dict(EnhanceParams, group, "enhance")
     _, splits = read_prepared(prepared_dir(ds))
-    root = Path(splits["root"]) if Path(splits["root"]).exists() else Path(splits["root_abs"])
+    root = dataset_root(splits)
     scorer = scorer_dir(ds) / f"split-{split}.pt" if "diffiqa" in cfg.prior else None
     summaries = enhance_images([root / p for p in images], OUT, cfg, RESTORER_CKPT,
                                scorer_checkpoint=scorer, progress=progress)

@@ -12,11 +12,10 @@ import argparse
 import logging
 import shutil
 import sys
-from pathlib import Path
 
 from diffiqa.config import from_dict
 from diffiqa.errors import ConfigError, ProvenanceError
-from pipeline.common import RESTORER_CKPT, cache_path, main_guard, params, prepared_dir
+from pipeline.common import RESTORER_CKPT, cache_path, dataset_root, main_guard, params, prepared_dir
 
 log = logging.getLogger("pipeline.restore")
 
@@ -44,8 +43,7 @@ def run_restore(
 
     cfg = from_dict(RestoreParams, (all_params or params()).get("restore"), "restore")
     index, splits = read_prepared(prepared_dir(ds))
-    # The root as given (relative roots survive a clone elsewhere); the absolute one as a fallback.
-    root = splits["root"] if Path(splits["root"]).exists() else splits.get("root_abs")
+    root = dataset_root(splits)
     store = cache_path(ds)
     kwargs = dict(shard=shard, progress=progress, create_only=create_only)
     try:
