@@ -42,11 +42,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import baselines  # noqa: E402
 from diffiqa import metrics  # noqa: E402
-from diffiqa.config import from_dict, load_params, profiled  # noqa: E402
+from diffiqa.config import from_dict, from_preset, load_params  # noqa: E402
 from diffiqa.data.index import read_prepared  # noqa: E402
 from diffiqa.evaluation import mos_mapping  # noqa: E402
 from diffiqa.io_utils import write_json_atomic  # noqa: E402
-from diffiqa.scorer import scorer_profile  # noqa: E402
+from diffiqa.scorer import scorer_preset  # noqa: E402
 from diffiqa.training.trainer import TrainParams, train_split  # noqa: E402
 
 log = logging.getLogger("benchmarks.accuracy")
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     cache = Path("data/cache") / f"{ds}.zarr"
     restorer_path = "models/restorer/restorer.pt"
     params = load_params(args.params)
-    base_cfg = profiled(scorer_profile, params.get("scorer"), "scorer")
+    base_cfg = from_preset(scorer_preset, params.get("scorer"), "scorer")
     train_group = dict(params.get("train") or {})
     if args.epochs:
         train_group["epochs"] = args.epochs

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from diffiqa.data.pairs import load_pairs, make_pairs  # noqa: E402
 from diffiqa.diffusion.checkpoint import load_restorer  # noqa: E402
 from diffiqa.diffusion.evaluation import evaluate_restorer  # noqa: E402
-from diffiqa.diffusion.profiles import restorer_profile  # noqa: E402
+from diffiqa.diffusion.presets import restorer_preset  # noqa: E402
 from diffiqa.diffusion.training import train_restorer  # noqa: E402
 from diffiqa.diffusion.unet import count_parameters  # noqa: E402
 
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     if not ckpt.exists():
         if args.train_minutes <= 0:
             sys.exit(f"benchmarks/restore.py: {ckpt}: no checkpoint; give --checkpoint or --train-minutes N")
-        cfg = restorer_profile(args.profile)
+        cfg = restorer_preset(args.profile)
         cfg.crop_size = min(cfg.crop_size, args.crop_size)
         cfg.steps = 10**9  # the time budget decides
         cfg.checkpoint_every = 100

@@ -85,10 +85,10 @@ def override(base: T, overrides: dict[str, Any] | None, where: str = "") -> T:
     return from_dict(type(base), merged, where)
 
 
-def profiled(profiles: Callable[[str], T], group: dict[str, Any] | None, where: str) -> T:
-    """``{profile: name, **overrides}`` from params.yaml -> the library profile + overrides."""
+def from_preset(presets: Callable[[str], T], group: dict[str, Any] | None, where: str) -> T:
+    """``{preset: name, **overrides}`` from params.yaml -> the library preset + overrides."""
     group = dict(group or {})
-    name = group.pop("profile", None)
+    name = group.pop("preset", None)
     if name is None:
-        raise ConfigError(f"{where}: needs a `profile:` key (demo, cpu or paper)")
-    return override(profiles(name), group, where)
+        raise ConfigError(f"{where}: needs a `preset:` key (demo, cpu or paper)")
+    return override(presets(name), group, where)

@@ -1,7 +1,7 @@
 """Stage `pretrain_restorer`: data/pairs -> models/restorer/restorer.pt (+ loss curve, PSNR gain).
 
-Params group `pretrain_restorer`: `profile` (demo | cpu | paper, see
-diffiqa/diffusion/profiles.py) with overrides of any `RestorerConfig` field (nested `unet`),
+Params group `pretrain_restorer`: `preset` (demo | cpu | paper, see
+diffiqa/diffusion/presets.py) with overrides of any `RestorerConfig` field (nested `unet`),
 plus `eval` (sampler and steps used to measure the held-out PSNR/SSIM gain).
 Resumes after `kill -9` from data/resume/pretrain_restorer/last.pt, but only when that state
 was made with the current config (otherwise it starts over and says so).
@@ -15,7 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from diffiqa.config import from_dict, profiled, to_dict
+from diffiqa.config import from_dict, from_preset, to_dict
 from diffiqa.io_utils import write_json_atomic
 from pipeline.common import PAIRS_DIR, RESTORER_CKPT, RESUME_DIR, main_guard, params
 
@@ -45,14 +45,14 @@ def _fresh_or_resume(config: dict) -> None:
 
 def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     from diffiqa.data.pairs import load_pairs
-    from diffiqa.diffusion.profiles import restorer_profile
+    from diffiqa.diffusion.presets import restorer_preset
     from diffiqa.diffusion.checkpoint import load_restorer
     from diffiqa.diffusion.evaluation import evaluate_restorer
     from diffiqa.diffusion.training import train_restorer
 
     group = dict((all_params or params()).get("pretrain_restorer") or {})
     ev = from_dict(RestorerEvalParams, group.pop("eval", None), "pretrain_restorer.eval")
-    cfg = profiled(restorer_profile, group, "pretrain_restorer")
+    cfg = from_preset(restorer_preset, group, "pretrain_restorer")
     _fresh_or_resume(to_dict(cfg))
 
     train_restorer(PAIRS_DIR, WORK_DIR, cfg, progress=True)

@@ -1,6 +1,6 @@
 """Stage `train@<ds>`: the cache (only the cache) -> models/scorer/<ds>/split-<k>.pt.
 
-Params: `scorer` (`profile` + overrides of `ScorerConfig`: ablation switches, backbones)
+Params: `scorer` (`preset` + overrides of `ScorerConfig`: ablation switches, backbones)
 and `train` (`TrainParams`: lr, weight decay, epochs, batch size, seed). One model per split,
 selected on the split's `val` rows; resumes after `kill -9` from data/resume/train/<ds>/
 (the trainer discards resume state made with other config, splits or cache).
@@ -13,16 +13,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from diffiqa.config import from_dict, profiled
+from diffiqa.config import from_dict, from_preset
 from pipeline.common import (
     RESTORER_CKPT, RESUME_DIR, cache_path, main_guard, params, prepared_dir, scorer_dir,
 )
 
 
 def scorer_config(all_params: dict):
-    from diffiqa.scorer import scorer_profile
+    from diffiqa.scorer import scorer_preset
 
-    return profiled(scorer_profile, all_params.get("scorer"), "scorer")
+    return from_preset(scorer_preset, all_params.get("scorer"), "scorer")
 
 
 def run_train(ds: str, all_params: dict | None = None, progress: bool = True) -> dict:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from diffiqa.config import from_dict, override, profiled, to_dict
+from diffiqa.config import from_dict, from_preset, override, to_dict
 from diffiqa.errors import ConfigError
 
 
@@ -38,8 +38,8 @@ def test_override_merges_nested_and_round_trips():
         override(Outer(), {"inner": {"depth": 3}})
 
 
-def test_profiled_needs_profile_and_applies_overrides():
-    profiles = {"small": Outer(lr=0.5)}.__getitem__
-    assert profiled(profiles, {"profile": "small", "lr": 0.25}, "x").lr == 0.25
-    with pytest.raises(ConfigError, match="profile"):
-        profiled(profiles, {"lr": 1.0}, "x")
+def test_from_preset_needs_preset_and_applies_overrides():
+    presets = {"small": Outer(lr=0.5)}.__getitem__
+    assert from_preset(presets, {"preset": "small", "lr": 0.25}, "x").lr == 0.25
+    with pytest.raises(ConfigError, match="preset"):
+        from_preset(presets, {"lr": 1.0}, "x")

@@ -10,7 +10,7 @@ import torch
 
 from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache, read_cache
 from diffiqa.errors import ConfigError
-from diffiqa.scorer import DualBranchScorer, scorer_profile
+from diffiqa.scorer import DualBranchScorer, scorer_preset
 from diffiqa.training import features
 from diffiqa.training.datasets import TrainCropDataset, crops_by_row, read_crops
 from diffiqa.training.trainer import TrainParams, train_split
@@ -42,7 +42,7 @@ def make_cache(path, index_df):
 
 
 def demo_cfg(**changes):
-    return scorer_profile("demo", pretrained=False, **changes)
+    return scorer_preset("demo", pretrained=False, **changes)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffiqa.diffusion.checkpoint import RestorerConfig, load_restorer, save_restorer
-from diffiqa.diffusion.profiles import restorer_profile
+from diffiqa.diffusion.presets import restorer_preset
 from diffiqa.diffusion.training import crop_batch, diffusion_loss, train_restorer
 from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 from diffiqa.errors import ConfigError, DiffiqaError, ProvenanceError
@@ -115,15 +115,15 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         load_restorer(tmp_path / "missing.pt")
 
 
-def test_profiles_build():
+def test_presets_build():
     for name in ("demo", "cpu"):
-        cfg = restorer_profile(name)
+        cfg = restorer_preset(name)
         net = ConditionalUNet(cfg.unet).eval()
         x = torch.zeros(1, 3, cfg.crop_size, cfg.crop_size)
         assert net(x, x, torch.tensor([0.5])).shape == x.shape
-    assert restorer_profile("paper").unet.channel_mults == (1, 2, 4, 8, 8)
-    with pytest.raises(ConfigError, match="known profiles"):
-        restorer_profile("huge")
+    assert restorer_preset("paper").unet.channel_mults == (1, 2, 4, 8, 8)
+    with pytest.raises(ConfigError, match="known presets"):
+        restorer_preset("huge")
 
 
 class OracleRestorer(torch.nn.Module):

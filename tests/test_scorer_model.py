@@ -7,7 +7,7 @@ import torch
 
 from diffiqa.config import from_dict, to_dict
 from diffiqa.errors import ConfigError
-from diffiqa.scorer import DualBranchScorer, ScorerConfig, load_scorer, save_scorer, scorer_profile
+from diffiqa.scorer import DualBranchScorer, ScorerConfig, load_scorer, save_scorer, scorer_preset
 
 KINDS = ("distorted", "restored", "noisy_1", "noisy_2")
 
@@ -152,16 +152,16 @@ def test_config_validation_and_yaml_round_trip():
     cfg = tiny_config(vcg_levels=((0, 1), (1,), (1,), (1,)))
     assert from_dict(ScorerConfig, to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match="unknown"):
-        scorer_profile("gpu-huge")
+        scorer_preset("gpu-huge")
 
 
-def test_demo_profile_shares_lite0_and_runs():
-    cfg = scorer_profile("demo")
+def test_demo_preset_shares_lite0_and_runs():
+    cfg = scorer_preset("demo")
     assert cfg.pretrained == "lite0-pypi"
     model = DualBranchScorer(cfg)
     assert list(model.backbones) == ["shared"]
     out = model.forward_branches(**images(n=2, size=64))
     assert out["score"].shape == (2,)
     out["score"].sum().backward()
-    assert scorer_profile("paper").vcg_backbone == "vit_base_patch8_224"
-    assert scorer_profile("paper").vda_backbone == "resnet50"
+    assert scorer_preset("paper").vcg_backbone == "vit_base_patch8_224"
+    assert scorer_preset("paper").vda_backbone == "resnet50"

@@ -36,8 +36,8 @@ class UNetConfig:
     noise embedding of width base; either norm): attention at the 16² level of a 64
     reference (level 2, 256 ch) gives 93,876,867; attention at the 16² level of a 128
     reference (level 3, 512 ch; SR3's own FFHQ config, i.e. 8² on 64² crops) gives
-    97,816,707, the ~98 M the paper quotes, so the ``paper`` profile uses
-    ``attn_reference_size=128`` (see diffiqa.diffusion.profiles). Heads add no parameters.
+    97,816,707, the ~98 M the paper quotes, so the ``paper`` preset uses
+    ``attn_reference_size=128`` (see diffiqa.diffusion.presets). Heads add no parameters.
 
     ``norm``: "batch" (the paper) or "group" (SR3); ``groups`` is reduced to the largest
     divisor of the channel count when there are fewer channels. ``noise_embedding_scale``

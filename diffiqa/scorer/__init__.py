@@ -1,6 +1,6 @@
 """The dual-branch scorer (DiffV2IQA §III-C/D): backbones, VCG and VDA branches, blocks."""
 
 from diffiqa.scorer.model import DualBranchScorer, ScorerConfig, build_scorer, load_scorer, save_scorer
-from diffiqa.scorer.profiles import scorer_profile
+from diffiqa.scorer.presets import scorer_preset
 
-__all__ = ["DualBranchScorer", "ScorerConfig", "build_scorer", "load_scorer", "save_scorer", "scorer_profile"]
+__all__ = ["DualBranchScorer", "ScorerConfig", "build_scorer", "load_scorer", "save_scorer", "scorer_preset"]

