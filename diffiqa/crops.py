@@ -37,6 +37,37 @@ def crop_boxes(height: int, width: int, crop_size: int, n: int, seed: int, key: 
     return [(int(t), int(l), crop_size, crop_size) for t, l in zip(tops, lefts)]
 
 
+def cover_boxes(height: int, width: int, tile: int, key: str = "image") -> list[Box]:
+    """Square tiles of side ``tile`` that together cover every pixel of a ``height``×``width`` image.
+
+    Along each axis, ``ceil(side / tile)`` tiles spread evenly from edge to edge (they
+    overlap by less than a tile when the side is not a multiple). A 500×500 image and
+    ``tile=500`` give one box: the whole image. This is how the whole-image path bounds
+    memory for any image size: one tile at a time, never a downscaled image.
+    Raises ``ImageError`` naming ``key`` when a side is shorter than ``tile``.
+    """
+    if tile < 1:
+        raise ValueError(f"tile must be >= 1, got {tile}")
+    if height < tile or width < tile:
+        raise ImageError(f"{key}: image is {width}x{height}, smaller than the tile size {tile}")
+
+    def starts(side: int) -> list[int]:
+        n = -(-side // tile)
+        if n == 1:
+            return [0]
+        return [round(i * (side - tile) / (n - 1)) for i in range(n)]
+
+    return [(t, l, tile, tile) for t in starts(height) for l in starts(width)]
+
+
+def image_boxes(height: int, width: int, crop_size: int, crops_per_image: int, seed: int, key: str) -> list[Box]:
+    """The boxes a cache holds for one image: ``crops_per_image`` random crops, or with
+    ``crops_per_image == 0`` the covering tiles of :func:`cover_boxes` (every pixel seen)."""
+    if crops_per_image == 0:
+        return cover_boxes(height, width, crop_size, key)
+    return crop_boxes(height, width, crop_size, crops_per_image, seed, key)
+
+
 def cut_crops(image: np.ndarray, boxes) -> np.ndarray:
     """(H,W,3) uint8 image + boxes → (n,3,S,S) uint8 crops (channels first)."""
     out = [image[t : t + h, l : l + w].transpose(2, 0, 1) for t, l, h, w in boxes]

@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache
-from diffiqa.crops import crop_boxes, cut_crops
+from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
 from diffiqa.errors import ConfigError, DiffiqaError, ImageError
 
@@ -39,7 +39,7 @@ SAMPLERS = ("ddpm", "ddim")
 @dataclass
 class RestoreParams:
     crop_size: int = 224
-    crops_per_image: int = 4
+    crops_per_image: int = 4  # 0 = tiles of crop_size that cover every pixel (diffiqa.crops.cover_boxes)
     seed: int = 0
     sampler: str = "ddpm"  # "ddpm" | "ddim"
     steps: int = 50
@@ -61,8 +61,9 @@ class RestoreParams:
             raise ConfigError(f"restore.keep_steps {list(self.keep_steps)} must be >= 1 and steps >= 2")
         if not 0.0 < self.t_start <= 1.0:
             raise ConfigError(f"restore.t_start must be in (0, 1], got {self.t_start}")
-        if self.batch_size < 1 or self.shard_size < 1 or self.crops_per_image < 1:
-            raise ConfigError("restore.batch_size, shard_size and crops_per_image must be >= 1")
+        if self.batch_size < 1 or self.shard_size < 1 or self.crops_per_image < 0:
+            raise ConfigError("restore.batch_size and shard_size must be >= 1, crops_per_image >= 0 "
+                              "(0 = tiles of crop_size covering the whole image)")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -102,7 +103,7 @@ def plan_crops(index_df: pd.DataFrame, root: Path, params: RestoreParams) -> tup
     rows, boxes = [], []
     for row, rel in enumerate(index_df["image"]):
         h, w = _image_size(root / str(rel), params.crop_size)
-        for box in crop_boxes(h, w, params.crop_size, params.crops_per_image, params.seed, str(rel)):
+        for box in image_boxes(h, w, params.crop_size, params.crops_per_image, params.seed, str(rel)):
             rows.append(row)
             boxes.append(box)
     return np.asarray(rows, dtype=np.int64), np.asarray(boxes, dtype=np.int32).reshape(-1, 4)

