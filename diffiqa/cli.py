@@ -3,16 +3,23 @@
 Each subcommand lives in ``diffiqa/commands/<name>.py`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Heavy imports happen inside ``run`` so ``diffiqa --help`` stays fast.
 Errors derived from ``DiffiqaError`` are printed as one line (no traceback), exit code 2.
+A reader that goes away (``diffiqa score photos/ | head -1``) ends the command quietly with
+exit code 141 (128 + SIGPIPE, what a shell reports for a filter killed that way).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 
+from diffiqa import __version__
 from diffiqa.errors import DiffiqaError
+
+EXIT_BROKEN_PIPE = 141
 
 COMMANDS = ["prepare", "distortions", "restore", "score", "enhance", "profile", "report"]
 
@@ -20,6 +27,7 @@ COMMANDS = ["prepare", "distortions", "restore", "score", "enhance", "profile", 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffiqa", description="Diffusion-guided NR-IQA")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"diffiqa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -40,13 +48,37 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a full or closed stdout is reported here, not at interpreter exit
+        return code
     except DiffiqaError as e:
         print(f"diffiqa: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("diffiqa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as e:
+        # Named files are reported by the commands (atomic writes, score's OUT.partial); a
+        # nameless ENOSPC is a write to stdout: `diffiqa score x > /dev/full`.
+        if e.errno != errno.ENOSPC or e.filename is not None:
+            raise
+        _silence_stdout()
+        print("diffiqa: error: standard output: no space left on device", file=sys.stderr)
+        return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush of the rows still
+    buffered does not print an "Exception ignored ... BrokenPipeError" at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ class DiffiqaError(Exception):
 
 
 class ImageError(DiffiqaError):
-    """An image file that cannot be used (corrupt, truncated, empty, too small...)."""
+    """An image file that cannot be used (corrupt, truncated, empty, too small, unreadable...)."""
 
 
 class LabelError(DiffiqaError):
@@ -15,6 +15,14 @@ class LabelError(DiffiqaError):
 
 class ConfigError(DiffiqaError):
     """Bad params / options."""
+
+
+class DeviceError(ConfigError):
+    """A ``--device`` this machine does not have, or that is not a device name at all."""
+
+
+class OutputError(DiffiqaError):
+    """An output path that cannot be written: a folder, one of the inputs, read-only, full."""
 
 
 class ProvenanceError(DiffiqaError):

@@ -3,18 +3,35 @@
 Streams: one image in memory at a time, each row written and flushed as soon as it is scored,
 so a folder of 10,000 images neither runs out of memory nor loses finished rows. With
 ``--csv`` the rows go to ``OUT.partial``, renamed to ``OUT`` when every image is done.
+
+Scores are on the training set's quality scale (0 = its worst rated image, 1 = its best) and
+are NOT clamped: an image judged worse or better than anything the model was trained on
+scores a little below 0 or above 1 (e.g. 1.07). Clamping would tie exactly the images one
+most wants told apart, and would differ from the predictions the evaluation reports.
+
+Everything that can be checked before scoring is: the device, the output path (not a folder,
+not one of the inputs, writable), the checkpoints (readable, of the right kind).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import logging
 import os
 import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# `kind` values of checkpoints that are not scorers (diffiqa.diffusion.checkpoint / training).
+RESTORER_KIND = "diffiqa-restorer"
+NOT_A_SCORER = {
+    RESTORER_KIND: "a restorer checkpoint, not a scorer (pass it as --restorer, or leave --restorer out: "
+                   "the scorer records its own)",
+    "diffiqa-restorer-train-state": "a restorer's training resume state, not a scorer",
+}
 
 
 def add_parser(subparsers) -> None:
@@ -24,33 +41,84 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default=None,
                    help="scorer checkpoint (default: newest models/scorer/**/split-*.pt here, else the packaged model)")
     p.add_argument("--restorer", default=None, help="restorer checkpoint (default: the one recorded in the model)")
-    p.add_argument("--csv", default=None, metavar="OUT", help="write path,score rows here (default: stdout)")
+    p.add_argument("--csv", default=None, metavar="OUT", help="write path,score rows here (default or '-': stdout)")
     p.add_argument("--batch-size", type=int, default=8, help="crops restored and scored together")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default auto: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
 
+def _peek_kind(path: Path):
+    """The checkpoint's ``kind`` field, or None when it has none or is not a torch file."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise
+    except Exception:  # not a torch file: the loader that owns the format says what is wrong
+        return None
+    return ckpt.get("kind") if isinstance(ckpt, dict) else None
+
+
+def check_checkpoint(path, option: str) -> None:
+    """One line for a checkpoint that is missing, a folder, unreadable or of the wrong kind."""
+    from diffiqa.errors import ConfigError
+
+    if path is None:
+        return
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise ConfigError(f"{option} {p}: is a folder, not a checkpoint file")
+        if not p.is_file():
+            raise ConfigError(f"{option} {p}: checkpoint not found")
+        kind = _peek_kind(p)
+    except PermissionError as e:
+        raise ConfigError(f"{option} {p}: cannot read ({e.strerror or 'permission denied'})") from None
+    if option == "--model" and kind in NOT_A_SCORER:
+        raise ConfigError(f"--model {p}: wrong kind of checkpoint: {NOT_A_SCORER[kind]}")
+    if option == "--restorer" and kind is not None and kind != RESTORER_KIND:
+        raise ConfigError(f"--restorer {p}: wrong kind of checkpoint ({kind!r}, not a restorer)")
+
+
 def run(args) -> int:
+    from diffiqa.data.image_io import iter_image_files
+    from diffiqa.devices import resolve_device
+    from diffiqa.errors import ConfigError, DiffiqaError, ImageError, OutputError
+    from diffiqa.io_utils import check_output_file
+
+    # Cheap checks first: nothing is loaded or scored when one of them fails.
+    device = resolve_device(args.device)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
+    unreadable: list[str] = []
+    files = iter_image_files(args.paths, unreadable=unreadable)  # paths only; read one at a time below
+    for problem in unreadable:
+        print(f"diffiqa: skipped: {problem}", file=sys.stderr)
+    if not files:
+        raise DiffiqaError(f"no image files in {' '.join(args.paths)}")
+    out_path = None
+    if args.csv not in (None, "-"):
+        out_path = check_output_file(args.csv, "--csv", inputs=files)
+        partial = check_output_file(out_path.with_name(out_path.name + ".partial"), "--csv", inputs=files)
+    check_checkpoint(args.model, "--model")
+    check_checkpoint(args.restorer, "--restorer")
+
     from tqdm.auto import tqdm
 
     from diffiqa.api import create_metric
-    from diffiqa.data.image_io import iter_image_files
-    from diffiqa.errors import DiffiqaError, ImageError
 
-    files = iter_image_files(args.paths)  # paths only; images are read one at a time below
-    if not files:
-        raise DiffiqaError(f"no image files in {' '.join(args.paths)}")
-    metric = create_metric("diffiqa", checkpoint=args.model, device=args.device, restorer=args.restorer,
+    metric = create_metric("diffiqa", checkpoint=args.model, device=device, restorer=args.restorer,
                            batch_size=args.batch_size, progress=not args.no_progress)
-    out_path = Path(args.csv) if args.csv else None
     if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = out_path.with_name(out_path.name + ".partial")
-        stream = open(partial, "w", newline="")
+        try:
+            stream = open(partial, "w", newline="")
+        except OSError as e:
+            raise OutputError(f"--csv {partial}: cannot write ({e.strerror or e}); nothing was scored") from None
     else:
         stream = sys.stdout
-    failed = 0
+    failed, written = 0, 0
     try:
         writer = csv.writer(stream)
         writer.writerow(["path", "score"])
@@ -63,13 +131,30 @@ def run(args) -> int:
                 continue
             writer.writerow([str(path), f"{score:.6f}"])
             stream.flush()
+            written += 1
+    except BrokenPipeError:
+        raise  # stdout's reader left (`| head`): the CLI ends quietly
+    except OSError as e:
+        if out_path is None:
+            raise
+        why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise OutputError(f"--csv {partial}: {why} after {written} of {len(files)} images; "
+                          f"the rows written so far are kept there") from None
     finally:
         if out_path is not None:
-            stream.close()
+            try:
+                stream.close()
+            except OSError:
+                pass  # the write error above already says what happened
     if out_path is not None:
-        os.replace(partial, out_path)
-        log.info("%d scores written to %s", len(files) - failed, out_path)
-    if failed:
-        print(f"diffiqa: {failed} of {len(files)} images could not be scored", file=sys.stderr)
+        try:
+            os.replace(partial, out_path)
+        except OSError as e:
+            raise OutputError(f"--csv {out_path}: cannot rename {partial.name} onto it ({e.strerror or e}); "
+                              f"all {written} rows are in {partial}") from None
+        log.info("%d scores written to %s", written, out_path)
+    if failed or unreadable:
+        folders = f"; {len(unreadable)} folder(s) could not be read" if unreadable else ""
+        print(f"diffiqa: {failed} of {len(files)} images could not be scored{folders}", file=sys.stderr)
         return 1
     return 0

@@ -72,6 +72,13 @@ def load_image(path: str | os.PathLike, min_size: int | None = None) -> np.ndarr
     truncated data, and (with ``min_size``) a side shorter than ``min_size`` pixels.
     """
     p = Path(path)
+    try:
+        return _load(p, min_size)
+    except PermissionError as e:  # an OSError, but the bytes were never seen: not "corrupt"
+        raise ImageError(f"{p}: cannot read ({e.strerror or 'permission denied'})") from None
+
+
+def _load(p: Path, min_size: int | None) -> np.ndarray:
     if not p.exists():
         raise ImageError(f"{p}: file not found")
     if p.is_dir():
@@ -91,6 +98,8 @@ def load_image(path: str | os.PathLike, min_size: int | None = None) -> np.ndarr
         if fmt is not None:
             raise ImageError(f"{p}: corrupt image data (starts as {fmt} but cannot be decoded)") from None
         raise ImageError(f"{p}: not an image file (unrecognised format)") from None
+    except PermissionError:
+        raise
     except OSError as e:
         msg = str(e)
         if "truncated" in msg.lower():
@@ -130,13 +139,52 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def iter_image_files(paths) -> "list[Path]":
-    """Expand files and folders (recursively, sorted) into image file paths."""
+def _walk_images(folder: Path, out: list, unreadable: list, seen: set) -> None:
+    """Image files under ``folder``; symlinked folders are followed once (a link loop ends)."""
+    try:
+        st = folder.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            return
+        seen.add(key)
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError as e:
+        unreadable.append(f"{folder}: folder cannot be read ({e.strerror or e})")
+        return
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+            is_file = not is_dir and entry.is_file()
+        except OSError as e:
+            unreadable.append(f"{entry.path}: cannot be read ({e.strerror or e})")
+            continue
+        if is_dir:
+            _walk_images(Path(entry.path), out, unreadable, seen)
+        elif is_file and is_image_file(entry.name):
+            out.append(Path(entry.path))
+
+
+def iter_image_files(paths, unreadable: list | None = None) -> "list[Path]":
+    """Expand files and folders (recursively, sorted per folder argument) into image file paths.
+
+    A folder (or subfolder) that cannot be listed is never skipped silently: its one-line
+    reason is appended to ``unreadable`` when a list is given (the caller reports it and goes
+    on), else it is an ImageError.
+    """
     out: list[Path] = []
+    problems: list[str] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
+            found: list[Path] = []
+            _walk_images(p, found, problems, set())
+            out.extend(sorted(found))
         else:
             out.append(p)
+    if problems and unreadable is None:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ImageError(problems[0] + more)
+    if unreadable is not None:
+        unreadable.extend(problems)
     return out
