@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder for index.parquet and splits.json")
     p.add_argument("--protocol", default="8:2", choices=["8:2", "7:1:2", "6:2:2"],
                    help="train:(val:)test ratio by content (8:2 cuts val from train)")
-    p.add_argument("--splits", type=int, default=10, help="number of random splits (default 10)")
+    p.add_argument("--splits", type=int, default=10, help="number of random splits, 1..100 (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first split (split k uses seed+k)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="for 8:2: share of training contents held out for validation (default 0.1)")
@@ -36,9 +36,12 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import json
 
-    from diffiqa.data.prepare import prepare_dataset
+    from diffiqa.data.prepare import check_split_options, prepare_dataset
     from diffiqa.errors import ConfigError
+    from diffiqa.io_utils import check_output_dir
 
+    # Cheap checks first: nothing is read or decoded when an option or the output is wrong.
+    check_split_options(args.splits, args.seed, args.val_fraction)
     if args.adapter != "demo" and not args.root:
         raise ConfigError(f"prepare {args.adapter}: --root is required (the dataset folder)")
     if args.adapter != "folder" and (args.labels or args.higher_better is not None):
@@ -48,6 +51,7 @@ def run(args) -> int:
         if args.adapter != "koniq10k":
             raise ConfigError("--resolution is for the koniq10k adapter only")
         options["resolution"] = args.resolution
+    check_output_dir(args.out, "--out")
     summary = prepare_dataset(
         args.adapter,
         root=args.root,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from pathlib import Path
 
 from diffiqa.data.adapters import ADAPTERS, adapter_function
@@ -22,6 +23,18 @@ from diffiqa.io_utils import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 SHOW_FIRST = 5  # names quoted in an error or summary about many files
+MAX_SPLITS = 100  # each split lists every row in splits.json; papers use 10
+
+
+def check_split_options(n_splits: int, seed: int, val_fraction: float) -> None:
+    """Refuse absurd split options before any file is read (they used to fail, or fill the
+    memory, only after every image had been decoded)."""
+    if not 1 <= n_splits <= MAX_SPLITS:
+        raise ConfigError(f"--splits {n_splits}: must be 1..{MAX_SPLITS} (each split lists every row; 10 is usual)")
+    if seed < 0:
+        raise ConfigError(f"--seed {seed}: must be 0 or more")
+    if not 0.0 <= val_fraction < 1.0:  # also refuses NaN
+        raise ConfigError(f"--val-fraction {val_fraction}: must be in [0, 1)")
 
 
 def _adapter_options(adapter: str, labels, higher_better, options: dict) -> dict:
@@ -43,6 +56,37 @@ def _quote(names) -> str:
     names = list(names)
     more = f" ... ({len(names) - SHOW_FIRST} more)" if len(names) > SHOW_FIRST else ""
     return ", ".join(names[:SHOW_FIRST]) + more
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a parent folder without search permission: reported below
+        return False
+
+
+def unreadable_folders(root: Path, missing) -> dict[str, list[str]]:
+    """For images not found: the folder on their path that cannot be listed, if any
+    (folder -> those images). Such images are not missing, and must not be dropped as if."""
+    cache: dict[Path, bool] = {}
+    found: dict[str, list[str]] = {}
+    for rel in missing:
+        folder = root
+        for part in (None, *Path(rel).parts[:-1]):
+            folder = folder if part is None else folder / part
+            if folder not in cache:
+                try:
+                    os.listdir(folder)
+                    cache[folder] = True
+                except (FileNotFoundError, NotADirectoryError):
+                    cache[folder] = True  # really absent: "missing" is right
+                    break
+                except OSError:
+                    cache[folder] = False
+            if not cache[folder]:
+                found.setdefault(str(folder), []).append(rel)
+                break
+    return found
 
 
 def verify_images(root: Path, images, progress: bool = True) -> None:
@@ -86,6 +130,7 @@ def prepare_dataset(
     """
     if adapter not in ADAPTERS:
         raise ConfigError(f"unknown dataset adapter {adapter!r}; choose one of {sorted(ADAPTERS)}")
+    check_split_options(n_splits, seed, val_fraction)
     out = Path(out)
     root_given = root if root is not None else (out if adapter == "demo" else None)
     if root_given is None:
@@ -98,8 +143,19 @@ def prepare_dataset(
     direction = rows.attrs["higher_better"]
     rows = validate_rows(rows)  # label errors first: they need no disk access
 
-    present = [(root_path / rel).is_file() for rel in rows["image"]]
+    present = [_is_file(root_path / rel) for rel in rows["image"]]
     missing = rows.loc[[not p for p in present], "image"].tolist()
+    blocked = unreadable_folders(root_path, missing)
+    if blocked:
+        folder, names = next(iter(blocked.items()))
+        try:
+            os.listdir(folder)
+            reason = "cannot be read"
+        except OSError as e:
+            reason = f"cannot be read ({e.strerror or e})"
+        more = f"; {len(blocked) - 1} more such folder(s)" if len(blocked) > 1 else ""
+        raise ImageError(f"{folder}: folder {reason}; {len(names)} labelled image(s) are in it: "
+                         f"{_quote(names)}{more}")
     if missing and not allow_missing_images:
         raise ImageError(
             f"{root_path}: {len(missing)} of {len(rows)} labelled images are missing: {_quote(missing)}"

@@ -46,6 +46,51 @@ class FolderLookup:
         return f"{self.folder}/{actual}" if self.folder else actual
 
 
+class PathLookup:
+    """Resolve root-relative paths with subfolders (``imgs/Upper.png``) case-insensitively,
+    one component at a time; each folder is listed once.
+
+    The exact spelling wins when it exists; otherwise the one entry that differs only in case.
+    A name that matches several entries only by case, or none, is returned as given (then
+    ``prepare`` reports it as missing). A folder that cannot be listed is remembered in
+    ``unreadable`` (folder -> reason) so that ``prepare`` can say so instead of "missing".
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._listings: dict[str, dict[str, list[str]]] = {}
+        self.unreadable: dict[str, str] = {}
+
+    def _listing(self, rel_dir: str) -> dict[str, list[str]]:
+        if rel_dir not in self._listings:
+            names: dict[str, list[str]] = {}
+            try:
+                for n in os.listdir(self.root / rel_dir if rel_dir else self.root):
+                    names.setdefault(n.lower(), []).append(n)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError as e:
+                self.unreadable[rel_dir] = e.strerror or str(e)
+            self._listings[rel_dir] = names
+        return self._listings[rel_dir]
+
+    def rel(self, name: str) -> str:
+        """``name`` (relative, '/' or '\\' separated) spelled as on disk, or as given."""
+        parts = [q for q in name.replace("\\", "/").split("/") if q not in ("", ".")]
+        if not parts or any(q == ".." for q in parts):
+            return name
+        found: list[str] = []
+        for part in parts:
+            candidates = self._listing("/".join(found)).get(part.lower(), [])
+            if part in candidates:
+                found.append(part)
+            elif len(candidates) == 1:
+                found.append(candidates[0])
+            else:
+                return name
+        return "/".join(found)
+
+
 def mat_strings(value) -> list[str]:
     """A MATLAB cell array / char array of names (any orientation) -> list of str."""
     arr = np.asarray(value, dtype=object).ravel()
