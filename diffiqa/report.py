@@ -4,7 +4,9 @@ The report is one HTML page with its PNG figures in ``reports/<ds>_files/``: the
 table (mean ± std over splits, per split, per distortion type), predicted vs MOS with the
 logistic fit, per-distortion SRCC bars, training curves, and a grid of the cached crops
 (distorted / restored / noisy_1 / noisy_2) of the best- and worst-predicted images.
-Matplotlib runs with the Agg backend (no display needed).
+Matplotlib runs with the Agg backend (no display needed). `dataset_report` makes it from
+the files the evaluate stage wrote (``ProjectLayout``); the stage and ``diffiqa report`` both
+call it, so the two pages are the same.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 
 from diffiqa.cache import IMAGE_KINDS
 from diffiqa.io_utils import atomic_path, write_text_atomic
+from diffiqa.layout import ProjectLayout
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +168,8 @@ def write_report(ds: str, index_df: pd.DataFrame, cache_path, metrics, curves_cs
                  scatter_csv=None, n_examples: int = 3) -> Path:
     """Write ``out_html`` and its figures in ``<out_html stem>_files/``; returns the HTML path.
 
-    ``metrics``: the dict of ``evaluate_splits`` or the path of ``metrics/<ds>.json``.
+    ``metrics``: the dict of ``evaluate_splits`` or the path of the JSON file it wrote
+    (``reports/<ds>_metrics.json``: summary, per split, per distortion type).
     ``scatter_csv``: ``plots/<ds>/scatter.csv`` (image, mos, predicted, split); without it the
     scatter and best/worst examples are left out (the crop grid shows the first images).
     """
@@ -222,3 +226,20 @@ each split's <em>test</em> images only (the model was selected on <em>val</em>);
     write_text_atomic(out_html, page)
     log.info("report written to %s (%d figures)", out_html, len(figures))
     return out_html
+
+
+def dataset_report(layout: ProjectLayout, ds: str, metrics=None, index_df: pd.DataFrame | None = None,
+                   curves_csvs: Sequence | None = None, out_html=None) -> Path:
+    """The report of ``ds`` from what the evaluate stage wrote under ``layout``.
+
+    Defaults: the full metrics ``reports/<ds>_metrics.json`` (not the summary in
+    ``metrics/<ds>.json``, which has no per split or per distortion tables), the index,
+    the cache, ``plots/<ds>/scatter.csv``, the curves ``plots/<ds>/curves/*.csv``.
+    """
+    if index_df is None:
+        index_df = pd.read_parquet(layout.index(ds))
+    if curves_csvs is None:
+        curves_csvs = sorted(layout.curves_dir(ds).glob("*.csv"))
+    return write_report(ds, index_df, layout.cache(ds), layout.full_metrics(ds) if metrics is None else metrics,
+                        curves_csvs, layout.report(ds) if out_html is None else out_html,
+                        scatter_csv=layout.scatter(ds))

@@ -1,4 +1,4 @@
-"""What every stage needs: params, paths, logging, dataset roots.
+"""What every stage needs: params, the layout, logging, dataset roots.
 
 Stages are thin: they read their own params group, build the library's config dataclass
 once (`diffiqa.config.from_dict`) and call one library function. Prefect flows
@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from diffiqa.config import load_params
+from diffiqa.layout import ProjectLayout
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED_DATA = REPO.parent / "shared" / "data"
+# Every path a stage reads or writes (relative: stages run from the repository root).
+# Resume state lives in LAYOUT.resume(stage), outside DVC's outs: DVC deletes declared outs
+# before a stage reruns, and a killed stage must find its last checkpoint.
+LAYOUT = ProjectLayout()
 
 
 def setup_logging() -> None:
@@ -42,27 +47,6 @@ def dataset_root(splits: dict) -> Path:
     elsewhere), else the absolute path it resolved to then."""
     given = Path(splits["root"])
     return given if given.exists() else Path(splits["root_abs"])
-
-
-def prepared_dir(ds: str) -> Path:
-    return Path("data/prepared") / ds
-
-
-def cache_path(ds: str) -> Path:
-    return Path("data/cache") / f"{ds}.zarr"
-
-
-def scorer_dir(ds: str) -> Path:
-    return Path("models/scorer") / ds
-
-
-RESTORER_DIR = Path("models/restorer")
-RESTORER_CKPT = RESTORER_DIR / "restorer.pt"
-PAIRS_DIR = Path("data/pairs")
-# Resume state lives outside DVC's outs: DVC deletes declared outs before a stage reruns,
-# and a killed stage must find its last checkpoint. Each stage checks that the resume state
-# was made with the current config before using it.
-RESUME_DIR = Path("data/resume")
 
 
 def main_guard(fn) -> int:

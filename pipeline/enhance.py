@@ -10,13 +10,10 @@ Params group `enhance`: `dataset` and `images` (paths relative to that dataset's
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from diffiqa.config import from_dict
 from diffiqa.io_utils import write_json_atomic
-from pipeline.common import RESTORER_CKPT, dataset_root, main_guard, params, prepared_dir, scorer_dir
-
-OUT = Path("outputs/enhance")
+from pipeline.common import LAYOUT, dataset_root, main_guard, params
 
 
 def run_enhance(all_params: dict | None = None, progress: bool = True) -> list[dict]:
@@ -27,12 +24,12 @@ def run_enhance(all_params: dict | None = None, progress: bool = True) -> list[d
     group = dict((all_params or params()).get("enhance") or {})
     ds, images, split = group.pop("dataset"), group.pop("images"), group.pop("scorer_split", 0)
     cfg = from_dict(EnhanceParams, group, "enhance")
-    _, splits = read_prepared(prepared_dir(ds))
+    _, splits = read_prepared(LAYOUT.prepared(ds))
     root = dataset_root(splits)
-    scorer = scorer_dir(ds) / f"split-{split}.pt" if "diffiqa" in cfg.prior else None
-    summaries = enhance_images([root / p for p in images], OUT, cfg, RESTORER_CKPT,
+    scorer = LAYOUT.scorer(ds, split) if "diffiqa" in cfg.prior else None
+    summaries = enhance_images([root / p for p in images], LAYOUT.enhanced, cfg, LAYOUT.restorer,
                                scorer_checkpoint=scorer, progress=progress)
-    write_json_atomic(OUT / "summary.json", summaries)
+    write_json_atomic(LAYOUT.enhanced / "summary.json", summaries)
     return summaries
 
 

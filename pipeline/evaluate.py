@@ -16,11 +16,10 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from diffiqa.config import from_dict
 from diffiqa.io_utils import write_json_atomic
-from pipeline.common import cache_path, main_guard, params, prepared_dir, scorer_dir
+from pipeline.common import LAYOUT, main_guard, params
 
 log = logging.getLogger("pipeline.evaluate")
 SUMMARY_KEYS = ("srcc", "plcc", "krcc", "rmse", "n_splits", "n_test_images")
@@ -40,20 +39,19 @@ def _table(metrics: dict) -> str:
 def run_evaluate(ds: str, all_params: dict | None = None, progress: bool = True) -> dict:
     from diffiqa.data.index import read_prepared
     from diffiqa.evaluation import evaluate_splits
-    from diffiqa.report import write_report
+    from diffiqa.report import dataset_report
 
     p = all_params or params()
     cfg = from_dict(EvaluateParams, p.get("evaluate"), "evaluate")
-    index, splits = read_prepared(prepared_dir(ds))
-    ckpts = [scorer_dir(ds) / f"split-{k}.pt" for k in range(len(splits["splits"]))]
+    index, splits = read_prepared(LAYOUT.prepared(ds))
+    ckpts = [LAYOUT.scorer(ds, k) for k in range(len(splits["splits"]))]
     metrics = evaluate_splits(
-        cache_path(ds), index, splits, ckpts, metrics_path=Path("reports") / f"{ds}_metrics.json",
-        plots_dir=Path("plots") / ds, batch_size=cfg.batch_size, progress=progress,
+        LAYOUT.cache(ds), index, splits, ckpts, metrics_path=LAYOUT.full_metrics(ds),
+        plots_dir=LAYOUT.plots(ds), batch_size=cfg.batch_size, progress=progress,
     )
     # `dvc metrics show/diff` read the summary; per split and per distortion stay in reports/.
-    write_json_atomic(Path("metrics") / f"{ds}.json", {k: metrics[k] for k in SUMMARY_KEYS})
-    write_report(ds, index, cache_path(ds), metrics, sorted((Path("plots") / ds / "curves").glob("*.csv")),
-                 Path("reports") / f"{ds}.html")
+    write_json_atomic(LAYOUT.metrics(ds), {k: metrics[k] for k in SUMMARY_KEYS})
+    dataset_report(LAYOUT, ds, metrics=metrics, index_df=index)
     print(f"\n{ds}: {metrics['n_splits']} splits, {metrics['n_test_images']} test images\n{_table(metrics)}")
     return metrics
 
@@ -63,10 +61,9 @@ def run_evaluate_cross(train_ds: str, test_ds: str, all_params: dict | None = No
     from diffiqa.evaluation import evaluate_cross
 
     cfg = from_dict(EvaluateParams, (all_params or params()).get("evaluate"), "evaluate")
-    index, _ = read_prepared(prepared_dir(test_ds))
-    ckpts = sorted(scorer_dir(train_ds).glob("split-*.pt"))
-    out = Path("metrics/cross") / f"{train_ds}_to_{test_ds}.json"
-    metrics = evaluate_cross(ckpts, cache_path(test_ds), index, metrics_path=out,
+    index, _ = read_prepared(LAYOUT.prepared(test_ds))
+    ckpts = sorted(LAYOUT.scorer_dir(train_ds).glob("split-*.pt"))
+    metrics = evaluate_cross(ckpts, LAYOUT.cache(test_ds), index, metrics_path=LAYOUT.cross_metrics(train_ds, test_ds),
                              batch_size=cfg.batch_size, progress=progress)
     print(f"\ntrained on {train_ds}, tested on all of {test_ds}\n{_table(metrics)}")
     return metrics

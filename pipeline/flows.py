@@ -1,11 +1,13 @@
 """Prefect flows over the same stage functions DVC runs (one code path, DESIGN §7).
 
+Every DVC stage is a task of the same name (prepare, synth_pairs, pretrain_restorer, restore,
+train, evaluate, evaluate_cross, enhance; tests/test_flows.py checks it). The flows group them:
 - `pretrain`: synth_pairs -> pretrain_restorer
-- `build_cache`: prepare + restore per dataset; restore shards are mapped over a task runner
+- `restore`: prepare + restore per dataset; restore's shard sets are mapped over a task runner
   (threads by default, a Dask cluster with `dask_workers > 0` or `dask_address`), each shard
-  a retried task writing whole Zarr shards, so many workers fill one store safely.
-- `train_evaluate`: train + evaluate per dataset
-- `full`: all of the above, in order.
+  set a retried `restore` task writing whole Zarr shards, so many workers fill one store safely.
+- `train_evaluate`: train + evaluate per dataset, evaluate_cross for params' `cross` pairs
+- `full`: all of the above, then enhance.
 
 DVC owns "what is stale"; Prefect owns "where and how it runs". A deployment runs in the
 working directory of the repository (see prefect.yaml), reading the same params.yaml.
@@ -46,18 +48,14 @@ def pretrain_restorer_task() -> dict:
     return run_pretrain_restorer(_params())
 
 
-@task(name="init_cache", cache_policy=NO_CACHE)
-def init_cache_task(ds: str) -> dict:
+@task(name="restore", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      task_run_name="restore-{ds}-{shard_index}/{shard_count}")
+def restore_task(ds: str, shard_index: int = 0, shard_count: int = 1, create_only: bool = False) -> dict:
+    """Stage `restore@<ds>`, or one shard set of it (a worker writes whole Zarr shards only);
+    `create_only` makes the empty store once, before shard workers fill it."""
     from pipeline.restore import run_restore
 
-    return run_restore(ds, _params(), create_only=True)
-
-
-@task(name="restore_shard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def restore_shard_task(ds: str, shard_index: int, shard_count: int) -> dict:
-    from pipeline.restore import run_restore
-
-    return run_restore(ds, _params(), shard=(shard_index, shard_count), progress=False)
+    return run_restore(ds, _params(), shard=(shard_index, shard_count), create_only=create_only, progress=False)
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -74,6 +72,20 @@ def evaluate_task(ds: str) -> dict:
     return run_evaluate(ds, _params())
 
 
+@task(name="evaluate_cross", cache_policy=NO_CACHE, task_run_name="evaluate_cross-{train_ds}-to-{test_ds}")
+def evaluate_cross_task(train_ds: str, test_ds: str) -> dict:
+    from pipeline.evaluate import run_evaluate_cross
+
+    return run_evaluate_cross(train_ds, test_ds, _params())
+
+
+@task(name="enhance", cache_policy=NO_CACHE)
+def enhance_task() -> list[dict]:
+    from pipeline.enhance import run_enhance
+
+    return run_enhance(_params(), progress=False)
+
+
 def _datasets(datasets: list[str] | None) -> list[str]:
     return list(datasets or _params().get("datasets") or [])
 
@@ -83,13 +95,6 @@ def pretrain() -> dict:
     setup_logging()
     synth_pairs_task()
     return pretrain_restorer_task()
-
-
-@flow(name="restore_shards", log_prints=True)
-def restore_shards(ds: str, shards: int) -> list[dict]:
-    """Map one dataset's restore over `shards` disjoint shard sets (whole Zarr shards)."""
-    futures = restore_shard_task.map(ds, list(range(shards)), shards)
-    return [f.result() for f in futures]
 
 
 def _shard_runner(dask_workers: int, dask_address: str | None):
@@ -105,50 +110,67 @@ def _shard_runner(dask_workers: int, dask_address: str | None):
     )
 
 
-@flow(name="build_cache", log_prints=True)
-def build_cache(
+def _restore_shards(ds: str, shards: int, runner) -> list[dict]:
+    """Map one dataset's `restore` task over `shards` disjoint shard sets, on the flow's own
+    threads or on a Dask cluster (a runner chosen at run time, so no sub-flow is needed)."""
+    mapped = {"ds": ds, "shard_index": list(range(shards)), "shard_count": shards}
+    if runner is None:
+        return [f.result() for f in restore_task.map(**mapped)]
+    with runner:
+        return [f.result() for f in runner.map(restore_task, mapped)]
+
+
+@flow(name="restore", log_prints=True)
+def restore(
     datasets: list[str] | None = None,
     shards: int = 1,
     dask_workers: int = 0,
     dask_address: str | None = None,
 ) -> dict:
+    """prepare + restore per dataset; restore's shard sets are tasks (threads, or Dask)."""
     setup_logging()
     logger = get_run_logger()
-    runner = _shard_runner(dask_workers, dask_address)
     out = {}
     for ds in _datasets(datasets):
         prepare_task(ds)
-        init_cache_task(ds)
-        sub = restore_shards if runner is None else restore_shards.with_options(task_runner=runner)
-        out[ds] = sub(ds, shards)
+        restore_task(ds, create_only=True)
+        out[ds] = _restore_shards(ds, shards, _shard_runner(dask_workers, dask_address))
         logger.info("cache for %s complete (%d shard sets)", ds, shards)
     return out
 
 
 @flow(name="train_evaluate", log_prints=True)
 def train_evaluate(datasets: list[str] | None = None) -> dict:
+    """train + evaluate per dataset, then evaluate_cross for the `cross` pairs of params.yaml."""
     setup_logging()
     out = {}
     for ds in _datasets(datasets):
         train_task(ds)
         out[ds] = evaluate_task(ds)
+    for pair in _params().get("cross") or []:
+        out[f"{pair['train']}_to_{pair['test']}"] = evaluate_cross_task(pair["train"], pair["test"])
     return out
 
 
 @flow(name="full", log_prints=True)
 def full(datasets: list[str] | None = None, shards: int = 1, dask_workers: int = 0) -> dict:
+    """Every stage in dvc.yaml's order: prepare, synth_pairs, pretrain_restorer, restore,
+    train, evaluate, evaluate_cross, enhance."""
     datasets = _datasets(datasets)
     for ds in datasets:  # synth_pairs may read a prepared dataset's references (demo)
         prepare_task(ds)
     pretrain()
-    build_cache(datasets, shards=shards, dask_workers=dask_workers)
-    return train_evaluate(datasets)
+    restore(datasets, shards=shards, dask_workers=dask_workers)
+    out = train_evaluate(datasets)
+    if _params().get("enhance"):
+        out["enhance"] = enhance_task()
+    return out
 
 
 if __name__ == "__main__":
     import sys
 
-    names = {"pretrain": pretrain, "build_cache": build_cache, "train_evaluate": train_evaluate, "full": full}
+    names = {"pretrain": pretrain, "restore": restore, "train_evaluate": train_evaluate, "full": full}
     if len(sys.argv) != 2 or sys.argv[1] not in names:
         sys.exit(f"usage: python -m pipeline.flows {{{','.join(names)}}}")
     names[sys.argv[1]]()

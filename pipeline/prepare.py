@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 
 from diffiqa.config import from_dict
-from pipeline.common import main_guard, params, prepared_dir, resolve_root
+from pipeline.common import LAYOUT, main_guard, params, resolve_root
 
 
 @dataclass
@@ -39,7 +39,7 @@ def run_prepare(ds: str, all_params: dict | None = None) -> dict:
     return prepare_dataset(
         src.adapter,
         root=resolve_root(src.root),
-        out=prepared_dir(ds),
+        out=LAYOUT.prepared(ds),
         protocol=cfg.protocol,
         n_splits=cfg.splits,
         seed=cfg.seed,

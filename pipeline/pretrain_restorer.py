@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from diffiqa.config import from_dict, from_preset, to_dict
 from diffiqa.io_utils import write_json_atomic
-from pipeline.common import PAIRS_DIR, RESTORER_CKPT, RESUME_DIR, main_guard, params
+from pipeline.common import LAYOUT, main_guard, params
 
 log = logging.getLogger("pipeline.pretrain_restorer")
-WORK_DIR = RESUME_DIR / "pretrain_restorer"
+WORK_DIR = LAYOUT.resume("pretrain_restorer")
 
 
 @dataclass
@@ -55,26 +55,24 @@ def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     cfg = from_preset(restorer_preset, group, "pretrain_restorer")
     _fresh_or_resume(to_dict(cfg))
 
-    train_restorer(PAIRS_DIR, WORK_DIR, cfg, progress=True)
-    RESTORER_CKPT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(WORK_DIR / "restorer.pt", RESTORER_CKPT.with_suffix(".tmp"))
-    RESTORER_CKPT.with_suffix(".tmp").replace(RESTORER_CKPT)
+    train_restorer(LAYOUT.pairs, WORK_DIR, cfg, progress=True)
+    ckpt = LAYOUT.restorer
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(WORK_DIR / "restorer.pt", ckpt.with_suffix(".tmp"))
+    ckpt.with_suffix(".tmp").replace(ckpt)
 
-    net, _, _ = load_restorer(RESTORER_CKPT)
-    distorted, pristine, meta = load_pairs(PAIRS_DIR, heldout=True)
+    net, _, _ = load_restorer(ckpt)
+    distorted, pristine, meta = load_pairs(LAYOUT.pairs, heldout=True)
     n = min(len(meta), ev.max_pairs)
     metrics = evaluate_restorer(
         net, distorted[:n], pristine[:n], meta.iloc[:n], sampler=ev.sampler, steps=ev.steps, seed=cfg.seed,
         t_start=ev.t_start,
     )
     # `dvc metrics` gets the overall gain; the per-type table goes with the reports.
-    write_json_atomic("reports/restorer_eval.json", metrics)
-    write_json_atomic("metrics/restorer.json", {k: v for k, v in metrics.items() if k != "per_distortion"})
-    plots = "plots/restorer/loss.csv"
-    from pathlib import Path
-
-    Path(plots).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(WORK_DIR / "loss.csv", plots)
+    write_json_atomic(LAYOUT.restorer_report, metrics)
+    write_json_atomic(LAYOUT.restorer_metrics, {k: v for k, v in metrics.items() if k != "per_distortion"})
+    LAYOUT.restorer_loss.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(WORK_DIR / "loss.csv", LAYOUT.restorer_loss)
     log.info("restorer: %s", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
     return metrics
 

@@ -15,7 +15,7 @@ import sys
 
 from diffiqa.config import from_dict
 from diffiqa.errors import ConfigError, ProvenanceError
-from pipeline.common import RESTORER_CKPT, cache_path, dataset_root, main_guard, params, prepared_dir
+from pipeline.common import LAYOUT, dataset_root, main_guard, params
 
 log = logging.getLogger("pipeline.restore")
 
@@ -42,19 +42,19 @@ def run_restore(
     from diffiqa.restore import RestoreParams, restore_dataset
 
     cfg = from_dict(RestoreParams, (all_params or params()).get("restore"), "restore")
-    index, splits = read_prepared(prepared_dir(ds))
+    index, splits = read_prepared(LAYOUT.prepared(ds))
     root = dataset_root(splits)
-    store = cache_path(ds)
+    store = LAYOUT.cache(ds)
     kwargs = dict(shard=shard, progress=progress, create_only=create_only)
     try:
-        return restore_dataset(index, root, store, RESTORER_CKPT, cfg, **kwargs)
+        return restore_dataset(index, root, store, LAYOUT.restorer, cfg, **kwargs)
     except ProvenanceError as e:
         # Only a whole-store run may rebuild; a shard worker must not delete others' work.
         if not rebuild_on_mismatch or shard != (0, 1) and not create_only:
             raise
         log.warning("%s; rebuilding %s", e, store)
         shutil.rmtree(store)
-        return restore_dataset(index, root, store, RESTORER_CKPT, cfg, **kwargs)
+        return restore_dataset(index, root, store, LAYOUT.restorer, cfg, **kwargs)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffiqa.config import from_dict
-from pipeline.common import PAIRS_DIR, main_guard, params, resolve_root
+from pipeline.common import LAYOUT, main_guard, params, resolve_root
 
 
 @dataclass
@@ -51,7 +51,7 @@ def run_synth_pairs(all_params: dict | None = None) -> dict:
             for p in cfg.pristine
         ]
         return make_pairs(
-            dirs, PAIRS_DIR, crop_size=cfg.crop_size, types=cfg.types, levels=cfg.levels, count=cfg.count,
+            dirs, LAYOUT.pairs, crop_size=cfg.crop_size, types=cfg.types, levels=cfg.levels, count=cfg.count,
             heldout_images=cfg.heldout_images, heldout_count=cfg.heldout_count, seed=cfg.seed,
         )
 

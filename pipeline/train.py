@@ -11,12 +11,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from pathlib import Path
 
 from diffiqa.config import from_dict, from_preset
-from pipeline.common import (
-    RESTORER_CKPT, RESUME_DIR, cache_path, main_guard, params, prepared_dir, scorer_dir,
-)
+from pipeline.common import LAYOUT, main_guard, params
 
 
 def scorer_config(all_params: dict):
@@ -32,16 +29,15 @@ def run_train(ds: str, all_params: dict | None = None, progress: bool = True) ->
     p = all_params or params()
     cfg = scorer_config(p)
     tp = from_dict(TrainParams, p.get("train"), "train")
-    index, splits = read_prepared(prepared_dir(ds))
-    out_dir, work = scorer_dir(ds), RESUME_DIR / "train" / ds
-    curves_dir = Path("plots") / ds / "curves"
-    shutil.rmtree(curves_dir, ignore_errors=True)
+    index, splits = read_prepared(LAYOUT.prepared(ds))
+    work = LAYOUT.resume("train", ds)
+    shutil.rmtree(LAYOUT.curves_dir(ds), ignore_errors=True)
     results = {}
     for k, split in enumerate(splits["splits"]):
         results[k] = train_split(
-            cache_path(ds), index, split, k, cfg, tp,
-            out_path=out_dir / f"split-{k}.pt", work_dir=work, progress=progress,
-            restorer_path=str(RESTORER_CKPT), curves_path=curves_dir / f"split-{k}.csv",
+            LAYOUT.cache(ds), index, split, k, cfg, tp,
+            out_path=LAYOUT.scorer(ds, k), work_dir=work, progress=progress,
+            restorer_path=str(LAYOUT.restorer), curves_path=LAYOUT.curves(ds, k),
         )
     return {k: {"best_epoch": r["best_epoch"], "val": r["val"]} for k, r in results.items()}
 

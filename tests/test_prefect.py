@@ -99,9 +99,9 @@ def test_restore_over_two_dask_workers_equals_single_process(repo, server):
     assert single["done"].all()
     shutil.rmtree(store)
     code = (
-        "from pipeline.flows import build_cache\n"
+        "from pipeline.flows import restore\n"
         "if __name__ == '__main__':\n"
-        "    build_cache(['demo'], shards=2, dask_workers=2)\n"
+        "    restore(['demo'], shards=2, dask_workers=2)\n"
     )
     (repo / "run_dask.py").write_text(code)
     _run([str(BIN / "python"), "run_dask.py"], repo, server)

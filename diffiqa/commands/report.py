@@ -1,8 +1,9 @@
 """``diffiqa report <ds> [--out reports/<ds>.html]``: the HTML report of a dataset's evaluation.
 
-Reads what the pipeline wrote: ``data/prepared/<ds>/index.parquet``, ``data/cache/<ds>.zarr``,
-``metrics/<ds>.json``, ``plots/<ds>/scatter.csv`` and the training curves
-``plots/<ds>/*curves*.csv`` (or ``--curves``), all relative to ``--root`` (default: here).
+Regenerates the page the evaluate stage wrote, from the same files (``diffiqa.layout``, under
+``--root``, default: here): ``data/prepared/<ds>/index.parquet``, ``data/cache/<ds>.zarr``,
+``reports/<ds>_metrics.json`` (summary, per split, per distortion type),
+``plots/<ds>/scatter.csv`` and the training curves ``plots/<ds>/curves/*.csv`` (or ``--curves``).
 """
 
 from __future__ import annotations
@@ -16,28 +17,21 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="dataset name, e.g. demo or clive")
     p.add_argument("--out", default=None, help="HTML file (default: reports/<ds>.html)")
-    p.add_argument("--root", default=".", help="the working copy holding data/, metrics/, plots/")
-    p.add_argument("--curves", nargs="*", default=None, help="training-curve CSVs (default: plots/<ds>/*curves*.csv)")
+    p.add_argument("--root", default=".", help="the working copy holding data/, metrics/, plots/, reports/")
+    p.add_argument("--curves", nargs="*", default=None, help="training-curve CSVs (default: plots/<ds>/curves/*.csv)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    import pandas as pd
-
     from diffiqa.errors import DiffiqaError
-    from diffiqa.report import write_report
+    from diffiqa.layout import ProjectLayout
+    from diffiqa.report import dataset_report
 
-    root, ds = Path(args.root), args.dataset
-    index_path = root / "data" / "prepared" / ds / "index.parquet"
-    metrics_path = root / "metrics" / f"{ds}.json"
-    for needed, stage in ((index_path, "prepare"), (metrics_path, "evaluate")):
-        if not needed.is_file():
+    layout, ds = ProjectLayout(args.root), args.dataset
+    for needed, stage in ((layout.index(ds), "prepare"), (layout.full_metrics(ds), "evaluate"),
+                          (layout.cache(ds), "restore")):
+        if not needed.exists():
             raise DiffiqaError(f"{needed}: not found; run `dvc repro {stage}@{ds}` first")
-    plots = root / "plots" / ds
-    curves = args.curves if args.curves is not None else sorted(plots.glob("*curves*.csv")) + sorted(
-        plots.glob("curves/*.csv"))
-    out = write_report(ds, pd.read_parquet(index_path), root / "data" / "cache" / f"{ds}.zarr", metrics_path, curves,
-                       Path(args.out) if args.out else root / "reports" / f"{ds}.html",
-                       scatter_csv=plots / "scatter.csv")
+    out = dataset_report(layout, ds, curves_csvs=args.curves, out_html=Path(args.out) if args.out else None)
     print(out)
     return 0
