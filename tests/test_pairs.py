@@ -32,7 +32,7 @@ def test_shapes_meta_and_heldout_disjoint(pristine, tmp_path):
     assert summary["n_train"] == 40 and summary["n_heldout"] == 12
     d, p, meta = load_pairs(tmp_path / "pairs")
     assert d.shape == p.shape == (52, 3, 24, 24) and d.dtype == p.dtype == np.uint8
-    assert list(meta.columns) == ["source", "distortion", "level", "heldout", "box"]
+    assert list(meta.columns) == ["source", "distortion", "level", "scale", "quarter", "flip", "heldout", "box"]
     assert set(meta["level"]) <= {1, 3, 5}
     train_sources = set(meta.loc[~meta.heldout, "source"])
     held_sources = set(meta.loc[meta.heldout, "source"])
@@ -106,3 +106,18 @@ def test_load_pairs_missing_dir_is_named(tmp_path):
 
     with pytest.raises(DiffiqaError, match="no pairs"):
         load_pairs(tmp_path / "nothing")
+
+
+def test_identity_type_levels_and_augmentation(pristine, tmp_path):
+    _make(pristine, tmp_path / "p", types=["identity", "jpeg", "brighten"], levels=[1, 2, 3, 4, 5],
+          type_levels={"brighten": [1, 2]}, augment=True, count=60)
+    d, p, meta = load_pairs(tmp_path / "p")
+    ident = (meta["distortion"] == "identity").to_numpy()
+    assert ident.any() and (~ident).any()
+    np.testing.assert_array_equal(d[ident], p[ident])  # identity pairs: nothing to undo
+    assert not np.array_equal(d[~ident], p[~ident])
+    assert set(meta.loc[meta.distortion == "brighten", "level"]) <= {1, 2}
+    assert meta["scale"].between(0.5, 1.0).all() and set(meta["quarter"]) <= {0, 1, 2, 3}
+    assert meta["quarter"].nunique() > 1 and meta["flip"].nunique() == 2
+    with pytest.raises(ConfigError, match="type_levels"):
+        _make(pristine, tmp_path / "q", types=["jpeg"], type_levels={"darken": [1]})

@@ -155,3 +155,40 @@ def test_evaluate_restorer_reports_gain_per_type(sampler):
     assert res["crops_per_s"] > 0
     with pytest.raises(ConfigError, match="sampler"):
         evaluate_restorer(net, distorted, pristine, meta, sampler="euler", progress=False)
+
+
+def test_noise_levels_and_start_states_follow_the_config():
+    from diffiqa.diffusion.training import draw_levels_and_bases
+
+    x0, cond = torch.ones(4000, 1, 1, 1), -torch.ones(4000, 1, 1, 1)
+    gen = torch.Generator().manual_seed(0)
+    t, base = draw_levels_and_bases(x0, cond, gen, t_max=0.3, full_range_share=0.2, distorted_start=0.5, mixed_start=0.25)
+    assert 0.2 * 0.7 - 0.03 < (t > 0.3).float().mean() < 0.2 * 0.7 + 0.03  # only the full-range share exceeds t_max
+    b = base.flatten()
+    assert abs((b == -1).float().mean() - 0.5) < 0.03 and abs((b == 1).float().mean() - 0.25) < 0.03
+    t, base = draw_levels_and_bases(x0, cond, gen)  # defaults: SR3, t ~ U(0,1) on the pristine image
+    assert (base == 1).all() and t.max() > 0.9
+
+
+def test_x0_net_learns_to_restore_from_the_distorted_start(tmp_path):
+    unet = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(), attn_reference_size=16,
+                      dropout=0.0, norm="group", stem=2, prediction="residual")
+    cfg = tiny_cfg(unet=unet, steps=4, t_max=0.3, full_range_share=0.2, distorted_start=0.5, mixed_start=0.25,
+                   rotate=True)
+    out = train_restorer(None, tmp_path / "a", cfg, progress=False, pairs=tiny_pairs())
+    assert out["steps"] == 4 and np.isfinite(out["final_loss"])
+    # init from that checkpoint; a mismatching resume state restarts under on_mismatch="restart"
+    ckpt = tmp_path / "a" / "restorer.pt"
+    cfg2 = tiny_cfg(unet=unet, steps=1, init=str(ckpt), lr=5e-4)
+    out2 = train_restorer(None, tmp_path / "a", cfg2, progress=False, pairs=tiny_pairs(), on_mismatch="restart")
+    assert out2["resumed_from"] == 0 and out2["init"] == str(ckpt)
+    with pytest.raises(ConfigError, match="network shape"):
+        train_restorer(None, tmp_path / "b", tiny_cfg(init=str(ckpt)), progress=False, pairs=tiny_pairs())
+
+
+def test_rotations_are_aligned():
+    d, p = tiny_pairs(n=3)
+    cond, x0 = crop_batch(p, p, 16, 12, torch.Generator().manual_seed(1), rotate=True)
+    assert torch.equal(cond, x0)
+    plain, _ = crop_batch(p, p, 16, 12, torch.Generator().manual_seed(1))
+    assert not torch.equal(cond, plain)

@@ -131,3 +131,69 @@ def test_truncated_chain_starts_from_noised_condition(kind, tiny_net):
     assert keep_positions((5, 10), 10, t_start=0.5) == {5: 7, 10: 5}
     final, kept = run_and_keep(iter(states), (5, 10), 10, t_start=0.5)
     assert torch.equal(kept[5], states[7].x) and torch.equal(final, states[-1].x)
+
+
+class AsX0:
+    """The Gaussian denoiser re-expressed as an x0- or residual-network."""
+
+    def __init__(self, eps_net, kind):
+        self.eps_net, self.prediction = eps_net, kind
+
+    def __call__(self, x, cond, gamma):
+        ab = (gamma**2).view(-1, 1, 1, 1)
+        x0 = (x - (1 - ab).sqrt() * self.eps_net(x, cond, gamma)) / ab.sqrt()
+        return x0 if self.prediction == "x0" else x0 - cond
+
+
+@pytest.mark.parametrize("kind", ["x0", "residual"])
+def test_parameterisations_give_the_same_chain(kind):
+    from diffiqa.diffusion.samplers import EpsNet, predict
+
+    eps_net = GaussianDenoiser(0.1, 0.5)
+    other = AsX0(eps_net, kind)
+    cond = torch.rand(2, 3, 8, 8) * 2 - 1
+    x = torch.randn(2, 3, 8, 8)
+    for t in (0.05, 0.3, torch.tensor([0.2, 0.9])):
+        e1, x1, _ = predict(eps_net, cond, x, t)
+        e2, x2, _ = predict(other, cond, x, t)
+        assert torch.allclose(x1, x2, atol=1e-4) and torch.allclose(e1, e2, atol=1e-3)
+    gamma = torch.tensor([0.9, 0.5])
+    assert torch.allclose(EpsNet(other)(x, cond, gamma), eps_net(x, cond, gamma), atol=1e-3)
+    a = list(ddim_sample(eps_net, cond, 4, x_T=x, t_start=0.5))[-1].x
+    b = list(ddim_sample(other, cond, 4, x_T=x, t_start=0.5))[-1].x
+    assert torch.allclose(a, b, atol=1e-3)
+
+
+def test_time_grid_and_sample_chain_draw_order():
+    from diffiqa.diffusion.samplers import noise_to, reference_time, sample_chain, time_grid
+
+    assert time_grid(4, 0.2) == pytest.approx([0.2, 0.15, 0.1, 0.05, 0.0])
+    assert reference_time(5) == pytest.approx(0.1) and reference_time(10) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        reference_time(50)
+    net = GaussianDenoiser(0.0, 0.5)
+    cond = torch.zeros(1, 3, 4, 4)
+    calls = []
+
+    def draw():
+        calls.append(1)
+        return torch.randn(1, 3, 4, 4)
+
+    list(sample_chain(net, cond, 3, "ddpm", 0.5, draw=draw))
+    assert len(calls) == 4  # start + one per step
+    calls.clear()
+    list(sample_chain(net, cond, 3, "ddim", 0.5, draw=draw))
+    assert len(calls) == 1  # deterministic DDIM: the start only
+    x0 = torch.ones(2, 3, 4, 4)
+    assert torch.allclose(noise_to(x0, 0.0, torch.randn(2, 3, 4, 4)), x0)
+
+
+def test_stem_net_keeps_shape_and_predicts_residual():
+    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(), attn_reference_size=16,
+                     dropout=0.0, norm="group", stem=2, prediction="residual")
+    net = ConditionalUNet(cfg).eval()
+    assert net.multiple == 4 and net.prediction == "residual"
+    x = torch.zeros(1, 3, 13, 22)
+    assert net(x, x, torch.tensor([0.5])).shape == x.shape
+    with pytest.raises(Exception, match="prediction"):
+        UNetConfig(prediction="v2")

@@ -6,8 +6,9 @@ and renamed, so a failed run leaves the previous output or nothing):
 - ``pairs.zarr``: Zarr v3 group, arrays ``distorted`` and ``pristine`` of shape (N,3,S,S)
   uint8, chunks of 64 crops, Blosc zstd; attributes record the parameters.
 - ``pairs.parquet``: one row per crop, row i <-> array index i: ``source`` (image path as
-  listed), ``distortion`` (type name), ``level`` (1..5), ``heldout`` (bool), ``box``
-  ([top, left, bottom, right] in the source image).
+  listed), ``distortion`` (type name, or ``identity``), ``level`` (1..5), ``scale``,
+  ``quarter``, ``flip`` (the augmentation of the source before the crop), ``heldout`` (bool),
+  ``box`` ([top, left, bottom, right] in the augmented source image).
 - ``summary.json``: counts and parameters.
 Rows are grouped by source image (each image is decoded once); shuffle when reading.
 """
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_CROPS = 64
 FORMAT_VERSION = 1
+IDENTITY = "identity"  # pseudo-type: distorted = pristine (a restorer must leave clean images alone)
+# Augmentation of the pristine photo before a crop is cut: a downscale by a factor in
+# [scale_min, 1] (Lanczos; new content at other scales), a random multiple of 90° and a flip.
+AUGMENT_SCALE_MIN = 0.5
 
 
 def _split_heldout(files: list[Path], heldout_images: int | float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -51,19 +56,40 @@ def _split_heldout(files: list[Path], heldout_images: int | float, seed: int) ->
     return shuffled[: len(files) - n_held], shuffled[len(files) - n_held :]
 
 
-def _plan(sources: list[Path], n: int, types: list[str], levels: list[int], rng: np.random.Generator) -> pd.DataFrame:
-    """Draw ``n`` crops: source image, relative position (u, v) in [0,1), type and level."""
+def _plan(sources: list[Path], n: int, types: list[str], levels: list[int], rng: np.random.Generator,
+          type_levels: dict[str, list[int]] | None = None, augment: bool = False) -> pd.DataFrame:
+    """Draw ``n`` crops: source image, relative position (u, v) in [0,1), type and level
+    (from ``type_levels[type]`` where given, else ``levels``), and, with ``augment``, a scale,
+    a quarter-turn count and a flip (drawn after the rest, so plans without it are unchanged)."""
+    cols = {"src": [], "u": [], "v": [], "distortion": [], "level": [], "scale": [], "quarter": [], "flip": []}
     if n == 0:
-        return pd.DataFrame({"src": [], "u": [], "v": [], "distortion": [], "level": []})
-    return pd.DataFrame(
-        {
-            "src": rng.integers(0, len(sources), n),
-            "u": rng.random(n),
-            "v": rng.random(n),
-            "distortion": [types[i] for i in rng.integers(0, len(types), n)],
-            "level": [levels[i] for i in rng.integers(0, len(levels), n)],
-        }
-    )
+        return pd.DataFrame(cols)
+    kinds = [types[i] for i in rng.integers(0, len(types), n)]
+    level_draw = rng.integers(0, 1 << 30, n)  # one draw per crop, mapped into its type's level list
+    plan = pd.DataFrame({"src": rng.integers(0, len(sources), n), "u": rng.random(n), "v": rng.random(n)})
+    plan["distortion"] = kinds
+    plan["level"] = [(type_levels or {}).get(k, levels)[d % len((type_levels or {}).get(k, levels))]
+                     for k, d in zip(kinds, level_draw)]
+    if augment:
+        plan["scale"] = AUGMENT_SCALE_MIN + (1 - AUGMENT_SCALE_MIN) * rng.random(n)
+        plan["quarter"] = rng.integers(0, 4, n)
+        plan["flip"] = rng.random(n) < 0.5
+    else:
+        plan["scale"], plan["quarter"], plan["flip"] = 1.0, 0, False
+    return plan
+
+
+def _augmented(image: np.ndarray, scale: float, quarter: int, flip: bool, min_side: int) -> np.ndarray:
+    """(H,W,3) uint8 -> downscaled by ``scale`` (never below ``min_side``), rotated, flipped."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = max(float(scale), min_side / min(h, w))
+    if scale < 1.0:
+        size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+    image = np.rot90(image, int(quarter))
+    return np.ascontiguousarray(image[:, ::-1] if flip else image)
 
 
 def make_pairs(
@@ -77,19 +103,29 @@ def make_pairs(
     seed: int,
     heldout_count: int = 0,
     progress: bool = True,
+    type_levels: dict[str, list[int]] | None = None,
+    augment: bool = False,
 ) -> dict:
     """Synthesise ``count`` training and ``heldout_count`` held-out (distorted, pristine) crops.
 
     pristine_dirs: folders and/or image files (searched recursively). crop_size: S, the
     side of the square crops. types: distortion names or KADID ids (None = all 25).
-    levels: allowed levels (subset of 1..5). Held-out crops come only from the held-out
-    source images, training crops only from the others. Deterministic under ``seed``.
+    ``"identity"`` is a pseudo-type (distorted = pristine). levels: allowed levels (subset of
+    1..5); ``type_levels``: {type: levels} overrides per type (e.g. only mild exposure).
+    ``augment``: scale/rotate/flip each source photo before its crop (see ``_augmented``;
+    held-out crops too, so they come from the same distribution). Held-out crops come only
+    from the held-out source images, training crops only from the others. Deterministic
+    under ``seed``.
     Returns a summary dict (also written to ``out_dir/summary.json``).
     """
     import zarr
     from zarr.codecs import BloscCodec
 
-    type_names = [resolve_kind(t) for t in (types if types is not None else DISTORTION_TYPES)]
+    type_names = [t if t == IDENTITY else resolve_kind(t) for t in (types if types is not None else DISTORTION_TYPES)]
+    type_levels = {(k if k == IDENTITY else resolve_kind(k)): [check_level(v) for v in vs] for k, vs in (type_levels or {}).items()}
+    for k, vs in type_levels.items():
+        if k not in type_names or not vs:
+            raise ConfigError(f"type_levels[{k!r}]: {'no levels' if not vs else 'not one of the types'} ({type_names})")
     if not type_names:
         raise ConfigError("types: empty list; give None for all 25 or some of " + ", ".join(DISTORTION_TYPES))
     level_list = [check_level(level) for level in levels]
@@ -111,7 +147,7 @@ def make_pairs(
     rng = np.random.default_rng([seed, 1])
     parts = []
     for sources, n, held in ((train_src, count, False), (held_src, heldout_count, True)):
-        plan = _plan(sources, n, type_names, level_list, rng)
+        plan = _plan(sources, n, type_names, level_list, rng, type_levels, augment)
         plan["source"] = [os.fspath(sources[i]) for i in plan["src"]] if n else []
         plan["heldout"] = held
         # Group by image (stable, so the draw order decides ties) to decode each image once.
@@ -137,11 +173,15 @@ def make_pairs(
             if rec.source != cached_path:
                 image = load_image(rec.source, min_size=s)
                 cached_path = rec.source
-            h, w = image.shape[:2]
+            view = _augmented(image, rec.scale, rec.quarter, rec.flip, s) if augment else image
+            h, w = view.shape[:2]
             top, left = int(rec.u * (h - s + 1)), int(rec.v * (w - s + 1))
-            crop = image[top : top + s, left : left + s]
+            crop = view[top : top + s, left : left + s]
             # One generator per row: a crop's distortion does not depend on the others.
-            bad = distort(crop, rec.distortion, int(rec.level), np.random.default_rng([seed, 2, row]))
+            if rec.distortion == IDENTITY:
+                bad = crop
+            else:
+                bad = distort(crop, rec.distortion, int(rec.level), np.random.default_rng([seed, 2, row]))
             boxes[row] = (top, left, top + s, left + s)
             buf["pristine"][row % CHUNK_CROPS] = crop.transpose(2, 0, 1)
             buf["distorted"][row % CHUNK_CROPS] = bad.transpose(2, 0, 1)
@@ -153,6 +193,8 @@ def make_pairs(
             "crop_size": s,
             "types": type_names,
             "levels": level_list,
+            "type_levels": type_levels,
+            "augment": bool(augment),
             "count": count,
             "heldout_count": heldout_count,
             "heldout_images": heldout_images,
@@ -165,6 +207,9 @@ def make_pairs(
                 "source": plan["source"].astype(str),
                 "distortion": plan["distortion"].astype(str),
                 "level": plan["level"].astype("int64"),
+                "scale": plan["scale"].astype("float64"),
+                "quarter": plan["quarter"].astype("int64"),
+                "flip": plan["flip"].astype(bool),
                 "heldout": plan["heldout"].astype(bool),
                 "box": [list(map(int, b)) for b in boxes],
             }

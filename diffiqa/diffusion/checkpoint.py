@@ -11,11 +11,29 @@ import torch
 
 from diffiqa.config import from_dict, to_dict
 from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
-from diffiqa.errors import DiffiqaError
+from diffiqa.errors import ConfigError, DiffiqaError
 from diffiqa.io_utils import atomic_path
 
 FORMAT_VERSION = 1
 KIND = "diffiqa-restorer"
+# The shipped default restorer (float16 storage; see benchmarks/RESULTS.md "Restorer").
+PACKAGED_RESTORER = Path(__file__).resolve().parent.parent / "assets" / "default_restorer.pt"
+
+
+@dataclass
+class SamplerSettings:
+    """A restorer's default chain: ``sampler`` (ddim | ddpm) with ``steps`` network calls from
+    ``t_start`` (1 = from pure noise, < 1 = from the distorted image noised to t_start)."""
+
+    sampler: str = "ddim"
+    steps: int = 10
+    t_start: float = 1.0
+
+    def __post_init__(self):
+        if self.sampler not in ("ddim", "ddpm"):
+            raise ConfigError(f"sampler={self.sampler!r}: expected 'ddim' or 'ddpm'")
+        if self.steps < 1 or not 0.0 < self.t_start <= 1.0:
+            raise ConfigError(f"sampler steps={self.steps}, t_start={self.t_start}: need steps >= 1, t_start in (0, 1]")
 
 
 @dataclass
@@ -23,10 +41,21 @@ class RestorerConfig:
     """Everything that builds and trains a restorer (the ``pretrain_restorer`` params group).
 
     crop_size: side of the random training crops (<= the pairs' side). loss: "l1" (SR3) or
-    "l2" on the predicted noise. ema_decay: 0 = off, else the EMA weights are what
-    ``restorer.pt`` holds. checkpoint_every: steps between ``last.pt`` writes (resume points).
-    num_workers: kept for params compatibility; the pairs are held in memory and crops are
-    cut in the main process, so it is currently unused.
+    "l2" on what the net predicts (``unet.prediction``). ema_decay: 0 = off, else the EMA
+    weights are what ``restorer.pt`` holds. checkpoint_every: steps between ``last.pt``
+    writes (resume points). num_workers: kept for params compatibility; the pairs are held
+    in memory and crops are cut in the main process, so it is currently unused.
+
+    Noise levels and start states (train what inference does): a share ``full_range_share``
+    of the samples draws t ~ U(0, 1) (the paper's chain from noise), the rest t ~ U(0,
+    ``t_max``) (the truncated chains the cache runs). The state the net sees is
+    q(x_t | base) with base = the distorted crop (share ``distorted_start``: a chain's first
+    state), the pristine crop (SR3's training), or, for the share ``mixed_start``, a random
+    point between them (a chain's later states, whose x0 estimate is partly restored).
+    rotate: random multiples of 90° besides the horizontal flips. init: "" (random weights),
+    a restorer checkpoint path, or "packaged" (the shipped default restorer) to start from;
+    its network shape must match ``unet``. sampler: the chain this restorer is meant to run
+    (recorded in the checkpoint; ``diffiqa restore`` uses it by default).
     """
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -39,6 +68,22 @@ class RestorerConfig:
     checkpoint_every: int = 100
     seed: int = 0
     num_workers: int = 0
+    t_max: float = 1.0
+    full_range_share: float = 1.0
+    distorted_start: float = 0.0
+    mixed_start: float = 0.0
+    rotate: bool = False
+    init: str = ""
+    sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings())
+
+    def __post_init__(self):
+        if not 0.0 < self.t_max <= 1.0:
+            raise ConfigError(f"t_max={self.t_max}: must be in (0, 1]")
+        for name in ("full_range_share", "distorted_start", "mixed_start"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1]")
+        if self.distorted_start + self.mixed_start > 1.0:
+            raise ConfigError(f"distorted_start + mixed_start = {self.distorted_start + self.mixed_start}: must be <= 1")
 
 
 def save_restorer(path: str | Path, net: torch.nn.Module, cfg: RestorerConfig, extra: dict | None = None) -> None:

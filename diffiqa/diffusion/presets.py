@@ -3,7 +3,7 @@ pre-train in ~20-30 min), ``paper`` (SR3 sizes for a GPU worker)."""
 
 from __future__ import annotations
 
-from diffiqa.diffusion.checkpoint import RestorerConfig
+from diffiqa.diffusion.checkpoint import RestorerConfig, SamplerSettings
 from diffiqa.diffusion.unet import UNetConfig
 from diffiqa.errors import ConfigError
 
@@ -17,12 +17,17 @@ def _demo() -> RestorerConfig:
 
 
 def _cpu() -> RestorerConfig:
-    unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), res_blocks=1, attn_resolutions=(8,),
-                      attn_reference_size=64, dropout=0.1, norm="group", groups=8)
-    # 48² crops, batch 8: ~0.27 s/step on 2 cores vs ~0.94 s at 64²/16 (measured), so
-    # ~5000 steps fit in ~25 min; at this scale more steps beat bigger batches.
-    return RestorerConfig(unet=unet, crop_size=48, batch_size=8, lr=2e-4, steps=5000, loss="l1",
-                          ema_decay=0.999, checkpoint_every=250, seed=0)
+    # Sized for inference on one thread: a 500x500 image costs ~0.5 s per network call
+    # (space-to-depth stem 2, no attention but the bottleneck's; measured, benchmarks/
+    # RESULTS.md "Restorer"), ~0.36 s per training step of 16 crops of 64². The net predicts
+    # the residual x0 - cond, so a 1-3 call chain from a lightly noised distorted image
+    # restores; training draws the levels and start states that chain visits.
+    unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), res_blocks=1, attn_resolutions=(),
+                      attn_reference_size=64, dropout=0.0, norm="group", groups=8, stem=2, prediction="residual")
+    return RestorerConfig(unet=unet, crop_size=64, batch_size=16, lr=3e-4, steps=60000, loss="l1",
+                          ema_decay=0.999, checkpoint_every=200, seed=0, t_max=0.35, full_range_share=0.2,
+                          distorted_start=0.5, mixed_start=0.25, rotate=True,
+                          sampler=SamplerSettings(sampler="ddim", steps=2, t_start=0.2))
 
 
 def _paper() -> RestorerConfig:

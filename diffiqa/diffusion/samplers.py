@@ -1,6 +1,9 @@
 """Samplers, apart from the network (diffusers / guided-diffusion style).
 
-Each sampler is a generator taking ``net`` as an argument: ``net(x_t, cond, gamma) -> eps``.
+Each sampler is a generator taking ``net`` as an argument: ``net(x_t, cond, gamma)`` returns
+eps, x0 or x0 - cond as ``net.prediction`` says (``predict`` converts; ``EpsNet`` wraps a net
+for code that wants eps). ``time_grid`` and ``sample_chain`` are the one time grid and the one
+loop; everything else (cache, enhancement, benchmarks) calls them.
 It yields a ``SamplerState`` after every step, so the caller writes what it keeps
 (``run_and_keep``: the final image and the states k steps before the end). Everything is
 in model space [-1, 1]: ``cond``, ``x`` and ``x0_pred``; convert with ``to_model_space`` /
@@ -49,17 +52,56 @@ def to_image_space(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
-def _predict(net, cond, x, t, clip_x0: bool):
-    """-> (eps, x0_pred, alpha_bar(t)). With clipping, eps is re-derived from the clamped x0
-    (as guided-diffusion does) so the step stays consistent with what it reports."""
+def predict(net, cond, x, t, clip_x0: bool = False):
+    """The network's output as (eps, x0_pred, alpha_bar(t)), whatever it predicts.
+
+    ``t``: a scalar or an (N,) tensor of times; ``net.prediction`` ("eps" by default, "x0"
+    or "residual" = x0 - cond; see UNetConfig) says what ``net(x, cond, gamma)`` returns,
+    and the other quantity follows from x = sqrt(ab) x0 + sqrt(1-ab) eps. With clipping, x0 is
+    clamped to [-1,1] and eps re-derived from it (as guided-diffusion does), so a step stays
+    consistent with what it reports. alpha_bar is a 0-d tensor for scalar t, else (N,1,1,1).
+    """
+    t = torch.as_tensor(t, dtype=torch.float32)
     ab = cosine_alpha_bar(t).to(x.device, x.dtype)
-    gamma = ab.sqrt().expand(x.shape[0])
-    eps = net(x, cond, gamma)
-    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    if ab.ndim:
+        ab = ab.view(-1, 1, 1, 1)
+    gamma = ab.sqrt().reshape(-1).expand(x.shape[0]) if ab.numel() == 1 else ab.sqrt().reshape(-1)
+    out = net(x, cond, gamma)
+    kind = getattr(net, "prediction", "eps")
+    if kind == "eps":
+        eps, x0 = out, (x - (1 - ab).sqrt() * out) / ab.sqrt()
+    else:
+        x0 = out if kind == "x0" else cond + out
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt().clamp_min(1e-6)
     if clip_x0:
         x0 = x0.clamp(-1, 1)
-        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt().clamp_min(1e-12)
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt().clamp_min(1e-6)
     return eps, x0, ab
+
+
+_predict = predict  # the old private name
+
+
+class EpsNet(torch.nn.Module):
+    """Any restorer seen as an eps-network: ``EpsNet(net)(x_t, cond, gamma) -> eps``.
+
+    For code written against SR3's eps-parameterisation (EDICT coupling, DDIM inversion by
+    hand): with an x0- or residual-network it converts through gamma**2 = alpha_bar."""
+
+    prediction = "eps"
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, cond, gamma):
+        kind = getattr(self.net, "prediction", "eps")
+        out = self.net(x, cond, gamma)
+        if kind == "eps":
+            return out
+        ab = (gamma.to(x.dtype) ** 2).view(-1, 1, 1, 1)
+        x0 = out if kind == "x0" else cond + out
+        return (x - ab.sqrt() * x0) / (1 - ab).sqrt().clamp_min(1e-6)
 
 
 def ddim_step(net, cond, x, t, t_next, eta: float = 0.0, noise=None, clip_x0: bool = True):
@@ -105,15 +147,20 @@ def ddim_invert_step(net, cond, x, t, t_next, clip_x0: bool = False, refine_iter
     ab_next = cosine_alpha_bar(t_next).to(x.device, x.dtype)
     x_next = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
     for _ in range(refine_iters):
-        gamma_next = ab_next.sqrt().expand(x.shape[0])
-        eps = net(x_next, cond, gamma_next)
+        eps = predict(net, cond, x_next, t_next)[0]
         x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
         x_next = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
     return x_next, x0
 
 
-def _grid(num_steps: int, t_start: float = 1.0) -> list[float]:
+def time_grid(num_steps: int, t_start: float = 1.0) -> list[float]:
+    """The chain's times, num_steps + 1 of them: ``t_start * [1, (n-1)/n, ..., 1/n]`` then 0.
+    Step i goes from ``grid[i]`` to ``grid[i+1]``; the one grid every sampler and every
+    caller (cache, enhancement, inversion: reverse it) uses."""
     return sampling_timesteps(num_steps, t_start).tolist() + [0.0]
+
+
+_grid = time_grid
 
 
 def start_state(cond: torch.Tensor, noise: torch.Tensor, t_start: float = 1.0) -> torch.Tensor:
@@ -125,13 +172,40 @@ def start_state(cond: torch.Tensor, noise: torch.Tensor, t_start: float = 1.0) -
     return add_noise(cond, noise, torch.full((cond.shape[0],), float(t_start), device=cond.device))
 
 
-def _start_noise(cond, generator, x_T, t_start: float = 1.0):
+def sample_chain(
+    net, cond, num_steps: int, sampler: str = "ddim", t_start: float = 1.0, eta: float = 0.0, draw=None,
+    x_T=None, clip_x0: bool = True,
+) -> Iterator[SamplerState]:
+    """The sampler loop: ``num_steps`` states of a DDPM or DDIM chain on ``time_grid``.
+
+    cond (N,3,H,W) in [-1,1]. ``draw()`` -> (N,3,H,W) standard normal noise, called first for
+    the start state (unless ``x_T`` is given) and then once per step of a stochastic chain
+    (DDPM, or DDIM with eta > 0), in that order; callers that need per-crop streams pass
+    their own (``diffiqa.restore``). Default: ``torch.randn_like``.
+    """
+    if sampler not in ("ddpm", "ddim"):
+        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    draw = draw or (lambda: torch.randn_like(cond))
+    ts = time_grid(num_steps, t_start)
     if x_T is not None:
         if x_T.shape != cond.shape:
             raise ValueError(f"x_T {tuple(x_T.shape)} must have the shape of cond {tuple(cond.shape)}")
-        return x_T
-    noise = torch.randn(cond.shape, generator=generator, device=cond.device, dtype=cond.dtype)
-    return start_state(cond, noise, t_start)
+        x = x_T
+    else:
+        x = start_state(cond, draw(), t_start)
+    stochastic = sampler == "ddpm" or eta > 0
+    for i in range(num_steps):
+        with torch.no_grad():
+            noise = draw() if stochastic else None
+            if sampler == "ddpm":
+                x, x0 = ddpm_step(net, cond, x, ts[i], ts[i + 1], noise=noise, clip_x0=clip_x0)
+            else:
+                x, x0 = ddim_step(net, cond, x, ts[i], ts[i + 1], eta=eta, noise=noise, clip_x0=clip_x0)
+        yield SamplerState(i, ts[i + 1], x, x0)
+
+
+def _generator_draw(cond, generator):
+    return lambda: torch.randn(cond.shape, generator=generator, device=cond.device, dtype=cond.dtype)
 
 
 def ddpm_sample(
@@ -139,27 +213,27 @@ def ddpm_sample(
 ) -> Iterator[SamplerState]:
     """Ancestral sampling, num_steps states; cond (N,3,H,W) in [-1,1]; x_T default N(0,I)
     (or, with ``t_start`` < 1, the condition noised to ``t_start``: see ``start_state``)."""
-    ts = _grid(num_steps, t_start)
-    x = _start_noise(cond, generator, x_T, t_start)
-    for i in range(num_steps):
-        with torch.no_grad():
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x, x0 = ddpm_step(net, cond, x, ts[i], ts[i + 1], noise=noise, clip_x0=clip_x0)
-        yield SamplerState(i, ts[i + 1], x, x0)
+    return sample_chain(net, cond, num_steps, "ddpm", t_start, 0.0, _generator_draw(cond, generator), x_T, clip_x0)
 
 
 def ddim_sample(
     net, cond, num_steps: int, eta: float = 0.0, generator=None, x_T=None, clip_x0: bool = True,
     t_start: float = 1.0,
 ) -> Iterator[SamplerState]:
-    """DDIM sampling on the ``sampling_timesteps(num_steps, t_start)`` grid, num_steps states."""
-    ts = _grid(num_steps, t_start)
-    x = _start_noise(cond, generator, x_T, t_start)
-    for i in range(num_steps):
-        with torch.no_grad():
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else None
-            x, x0 = ddim_step(net, cond, x, ts[i], ts[i + 1], eta=eta, noise=noise, clip_x0=clip_x0)
-        yield SamplerState(i, ts[i + 1], x, x0)
+    """DDIM sampling on the ``time_grid(num_steps, t_start)`` grid, num_steps states."""
+    return sample_chain(net, cond, num_steps, "ddim", t_start, eta, _generator_draw(cond, generator), x_T, clip_x0)
+
+
+def noise_to(x0: torch.Tensor, t: float, noise: torch.Tensor) -> torch.Tensor:
+    """q(x_t | x0) at one scalar time t: the paper's noisy state of a restoration x0 (N,3,H,W)."""
+    return add_noise(x0, noise, torch.full((x0.shape[0],), float(t), device=x0.device))
+
+
+def reference_time(steps_before_end: int, reference_steps: int = REFERENCE_STEPS) -> float:
+    """t of the state k steps before the end of a ``reference_steps`` chain from t = 1: k/n."""
+    if not 0 < steps_before_end < reference_steps:
+        raise ValueError(f"steps before the end must be in 1..{reference_steps - 1}, got {steps_before_end}")
+    return steps_before_end / reference_steps
 
 
 def ddim_invert(

@@ -31,22 +31,53 @@ __all__ = ["RestorerConfig", "diffusion_loss", "train_restorer", "save_restorer"
 log = logging.getLogger(__name__)
 TRAIN_STATE_KIND = "diffiqa-restorer-train-state"
 # Changing these between a run and its resume changes nothing the weights depend on.
-RESUME_FREE_KEYS = ("steps", "checkpoint_every", "num_workers")
+RESUME_FREE_KEYS = ("steps", "checkpoint_every", "num_workers", "sampler")
 
 
-def diffusion_loss(net, x0: torch.Tensor, cond: torch.Tensor, loss: str = "l1", generator=None) -> torch.Tensor:
-    """Scalar epsilon-prediction loss. x0 (pristine) and cond (distorted): (N,3,H,W) in [-1,1].
+def draw_levels_and_bases(x0, cond, generator=None, t_max: float = 1.0, full_range_share: float = 1.0,
+                          distorted_start: float = 0.0, mixed_start: float = 0.0):
+    """-> (t (N,), base (N,3,H,W)): per-sample noise levels and the image that gets noised.
 
-    t ~ U(0,1) per sample (continuous, as SR3 samples its noise level), x_t = q(x_t | x0),
-    the net sees gamma = sqrt(alpha_bar(t)). ``generator`` (any device) draws t and noise.
+    A share ``full_range_share`` of the samples draws t ~ U(0,1), the rest t ~ U(0, t_max).
+    base = cond (the distorted crop; share ``distorted_start``), a uniform random point
+    between cond and x0 (share ``mixed_start``), else x0 (pristine). With the defaults this is
+    SR3's t ~ U(0,1) on the pristine image. All draws come from ``generator`` in a fixed
+    order, so a step's draws are a function of the step's seed.
+    """
+    n, gen_device = x0.shape[0], (generator.device if generator is not None else x0.device)
+
+    def rand():
+        return torch.rand(n, generator=generator, device=gen_device).to(x0.device)
+
+    full = rand() < full_range_share
+    t = rand() * torch.where(full, torch.ones_like(full, dtype=torch.float32), torch.full((n,), float(t_max), device=x0.device))
+    which, mix = rand(), rand()
+    # u: 0 = distorted start, 1 = pristine, in between for the mixed share.
+    u = torch.where(which < distorted_start, torch.zeros_like(mix),
+                    torch.where(which < distorted_start + mixed_start, mix, torch.ones_like(mix)))
+    base = cond + u.view(-1, 1, 1, 1).to(x0.dtype) * (x0 - cond)
+    return t, base
+
+
+def diffusion_loss(net, x0: torch.Tensor, cond: torch.Tensor, loss: str = "l1", generator=None, t_max: float = 1.0,
+                   full_range_share: float = 1.0, distorted_start: float = 0.0, mixed_start: float = 0.0) -> torch.Tensor:
+    """Scalar loss on what the net predicts. x0 (pristine) and cond (distorted): (N,3,H,W) in [-1,1].
+
+    t and the base image come from ``draw_levels_and_bases``; x_t = sqrt(ab) base +
+    sqrt(1-ab) eps; the net sees gamma = sqrt(alpha_bar(t)). Its target is eps (for an
+    eps-net; only meaningful with a pristine base), x0, or x0 - cond, as ``net.prediction``
+    says: whatever the start state, an x0-net learns to output the clean image.
+    ``generator`` (any device) draws t, the bases and the noise.
     """
     if loss not in ("l1", "l2"):
         raise ConfigError(f"loss={loss!r}: expected 'l1' or 'l2'")
     gen_device = generator.device if generator is not None else x0.device
-    t = torch.rand(x0.shape[0], generator=generator, device=gen_device).to(x0.device)
+    t, base = draw_levels_and_bases(x0, cond, generator, t_max, full_range_share, distorted_start, mixed_start)
     noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
-    eps = net(add_noise(x0, noise, t), cond, noise_level(t).to(x0.device))
-    return F.l1_loss(eps, noise) if loss == "l1" else F.mse_loss(eps, noise)
+    out = net(add_noise(base, noise, t), cond, noise_level(t).to(x0.device))
+    kind = getattr(net, "prediction", "eps")
+    target = {"eps": noise, "x0": x0, "residual": x0 - cond}[kind]
+    return F.l1_loss(out, target) if loss == "l1" else F.mse_loss(out, target)
 
 
 def _ema_with_warmup(decay: float):
@@ -65,8 +96,10 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def crop_batch(distorted: np.ndarray, pristine: np.ndarray, crop_size: int, batch_size: int, generator: torch.Generator):
-    """Random pairs, aligned random crops and horizontal flips.
+def crop_batch(distorted: np.ndarray, pristine: np.ndarray, crop_size: int, batch_size: int, generator: torch.Generator,
+               rotate: bool = False):
+    """Random pairs, aligned random crops and horizontal flips (and, with ``rotate``, random
+    multiples of 90°, drawn after the flips so the stream without it is unchanged).
 
     distorted, pristine: (N,3,S,S) uint8 -> (cond, x0) float32 (B,3,c,c) in [-1,1].
     """
@@ -75,11 +108,13 @@ def crop_batch(distorted: np.ndarray, pristine: np.ndarray, crop_size: int, batc
     oy = torch.randint(h - crop_size + 1, (batch_size,), generator=generator).tolist()
     ox = torch.randint(w - crop_size + 1, (batch_size,), generator=generator).tolist()
     flip = (torch.rand(batch_size, generator=generator) < 0.5).tolist()
+    quarter = torch.randint(4, (batch_size,), generator=generator).tolist() if rotate else [0] * batch_size
     pairs = []
     for arr in (distorted, pristine):
         crops = [arr[i, :, y : y + crop_size, x : x + crop_size] for i, y, x in zip(idx, oy, ox)]
         crops = [c[:, :, ::-1] if f else c for c, f in zip(crops, flip)]  # width axis: a true horizontal flip
-        pairs.append(torch.from_numpy(np.stack(crops)).float() / 127.5 - 1)
+        crops = [np.rot90(c, k, axes=(1, 2)) if k else c for c, k in zip(crops, quarter)]
+        pairs.append(torch.from_numpy(np.ascontiguousarray(np.stack(crops))).float() / 127.5 - 1)
     return pairs[0], pairs[1]
 
 
@@ -130,8 +165,43 @@ def _truncate_losses(csv_path: Path, last_step: int) -> None:
     write_text_atomic(csv_path, "step,loss\n" + "".join(f"{r['step']},{r['loss']}\n" for r in rows))
 
 
+def init_weights(net: torch.nn.Module, init: str) -> str | None:
+    """Load ``init`` ("" = keep the random weights, "packaged" = the shipped default restorer,
+    else a restorer checkpoint path) into ``net``; -> the file used. Shapes must match."""
+    if not init:
+        return None
+    from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER
+
+    path = PACKAGED_RESTORER if init == "packaged" else Path(init)
+    src, _, _ = load_restorer(path)
+    mine, theirs = net.state_dict(), src.state_dict()
+    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise ConfigError(f"init={init!r}: {path} holds another network shape than pretrain_restorer.unet "
+                          f"({src.cfg}); use its unet settings or init: ''")
+    net.load_state_dict(theirs)
+    return str(path)
+
+
+def _restart_or_raise(last_path: Path, csv_path: Path, cfg: RestorerConfig, on_mismatch: str, device) -> dict | None:
+    """The one resume policy: a ``last.pt`` made with the same weight-relevant params (all but
+    RESUME_FREE_KEYS) resumes; otherwise ``on_mismatch`` = "restart" deletes it and starts
+    over (saying why), "error" raises ``ProvenanceError`` naming the differing keys."""
+    if not last_path.exists():
+        return None
+    try:
+        return _load_train_state(last_path, cfg, device)
+    except (ProvenanceError, DiffiqaError) as e:
+        if on_mismatch != "restart":
+            raise
+        log.warning("%s -> starting over", e)
+        last_path.unlink()
+        csv_path.unlink(missing_ok=True)
+        return None
+
+
 def train_restorer(
-    pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = True, device=None, pairs=None, max_seconds: float | None = None
+    pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = True, device=None, pairs=None, max_seconds: float | None = None,
+    on_mismatch: str = "error", provenance: dict | None = None,
 ) -> dict:
     """Train (or resume) a restorer on the training pairs of ``pairs_dir``.
 
@@ -141,7 +211,9 @@ def train_restorer(
     ``last.pt`` exists, training continues from it. ``pairs``: optional (distorted,
     pristine) uint8 (N,3,S,S) arrays used instead of reading ``pairs_dir`` (tests).
     ``max_seconds``: stop (checkpointed, resumable) after this much training time; the
-    summary then has ``stopped_early`` True and ``steps`` < cfg.steps.
+    summary then has ``stopped_early`` True and ``steps`` < cfg.steps. ``on_mismatch``: what a
+    ``last.pt`` made with other params does ("error" or "restart"; see ``_restart_or_raise``).
+    ``provenance``: extra plain values recorded in ``restorer.pt`` (e.g. the pairs' summary).
     Returns a summary dict.
     """
     out_dir = Path(out_dir)
@@ -159,17 +231,19 @@ def train_restorer(
         raise ConfigError(f"crop_size={cfg.crop_size} is larger than the pairs ({distorted.shape[-1]} px) in {pairs_dir}")
     distorted, pristine = np.ascontiguousarray(distorted), np.ascontiguousarray(pristine)
 
+    last_path, csv_path = out_dir / "last.pt", out_dir / "loss.csv"
+    state = _restart_or_raise(last_path, csv_path, cfg, on_mismatch, device)
     torch.manual_seed(cfg.seed)  # initial weights
-    net = ConditionalUNet(cfg.unet).to(device)
+    net = ConditionalUNet(cfg.unet)
+    init_from = init_weights(net, cfg.init) if state is None else None  # a resume overwrites them anyway
+    net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     ema = AveragedModel(net, avg_fn=_ema_with_warmup(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
     n_params = count_parameters(net)
-    log.info("restorer U-Net: %d parameters", n_params)
+    log.info("restorer U-Net: %d parameters%s", n_params, f", initialised from {init_from}" if init_from else "")
 
-    last_path, csv_path = out_dir / "last.pt", out_dir / "loss.csv"
     start = 0
-    if last_path.exists():
-        state = _load_train_state(last_path, cfg, device)
+    if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
@@ -200,9 +274,11 @@ def train_restorer(
     step, stopped_early = start, False
     for step in range(start + 1, cfg.steps + 1):
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
-        cond, x0 = crop_batch(distorted, pristine, cfg.crop_size, cfg.batch_size, gen)
+        cond, x0 = crop_batch(distorted, pristine, cfg.crop_size, cfg.batch_size, gen, rotate=cfg.rotate)
         torch.manual_seed(step_seed(cfg.seed + 1, step))  # dropout masks: a function of the step too
-        loss = diffusion_loss(net, x0.to(device), cond.to(device), cfg.loss, generator=gen)
+        loss = diffusion_loss(net, x0.to(device), cond.to(device), cfg.loss, generator=gen, t_max=cfg.t_max,
+                              full_range_share=cfg.full_range_share, distorted_start=cfg.distorted_start,
+                              mixed_start=cfg.mixed_start)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -225,7 +301,8 @@ def train_restorer(
     seconds = time.perf_counter() - t0
     final = ema.module if ema is not None else net
     extra = {"steps": int(step), "final_loss": float(np.mean(recent)) if recent else None,
-             "ema": ema is not None, "parameters": n_params}
+             "ema": ema is not None, "parameters": n_params, "init": cfg.init,
+             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(provenance or {})}
     save_restorer(out_dir / "restorer.pt", final, cfg, extra)
     done = step - start
     summary = {**extra, "resumed_from": start, "stopped_early": stopped_early, "seconds": seconds, "steps_per_s": done / seconds if done else None,

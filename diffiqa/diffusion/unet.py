@@ -19,6 +19,7 @@ from torch import nn
 from diffiqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
+PREDICTIONS = ("eps", "x0", "residual")
 
 
 @dataclass
@@ -42,6 +43,13 @@ class UNetConfig:
     ``norm``: "batch" (the paper) or "group" (SR3); ``groups`` is reduced to the largest
     divisor of the channel count when there are fewer channels. ``noise_embedding_scale``
     multiplies gamma in [0,1] before the sinusoidal embedding so nearby levels differ.
+
+    ``stem``: space-to-depth factor of the input (pixel-unshuffle before, pixel-shuffle
+    after the U-Net): 2 runs every level at half the resolution, ~3x faster on CPU at the
+    same width (the full-resolution level dominates the cost of a small net). 1 = SR3.
+    ``prediction``: what the output means, "eps" (SR3: the noise), "x0" (the clean image)
+    or "residual" (clean image minus the condition). Samplers and the loss read it through
+    ``diffiqa.diffusion.samplers.predict``, so every parameterisation serves every chain.
     """
 
     image_channels: int = 3
@@ -55,8 +63,14 @@ class UNetConfig:
     norm: str = "batch"
     groups: int = 32
     noise_embedding_scale: float = 1000.0
+    stem: int = 1
+    prediction: str = "eps"
 
     def __post_init__(self):
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"UNetConfig.prediction: expected one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.stem < 1:
+            raise ConfigError(f"UNetConfig.stem: must be >= 1, got {self.stem}")
         if self.norm not in ("batch", "group"):
             raise ConfigError(f"UNetConfig.norm: expected 'batch' or 'group', got {self.norm!r}")
         if not self.channel_mults:
@@ -136,10 +150,13 @@ class ConditionalUNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         base, n_levels = cfg.base_channels, len(cfg.channel_mults)
-        self.multiple = 2 ** (n_levels - 1)
+        self.stem = cfg.stem
+        self.prediction = cfg.prediction
+        self.multiple = cfg.stem * 2 ** (n_levels - 1)
         emb_dim = base
+        io_channels = cfg.image_channels * cfg.stem**2
         self.noise_mlp = nn.Sequential(nn.Linear(base, 4 * base), nn.SiLU(), nn.Linear(4 * base, emb_dim))
-        self.conv_in = nn.Conv2d(2 * cfg.image_channels, base, 3, padding=1)
+        self.conv_in = nn.Conv2d(2 * io_channels, base, 3, padding=1)
 
         attn_levels = {i for i in range(n_levels) if cfg.attn_reference_size // 2**i in cfg.attn_resolutions}
         skips = [base]
@@ -165,11 +182,12 @@ class ConditionalUNet(nn.Module):
             if i > 0:
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
         self.conv_out = nn.Sequential(
-            make_norm(cfg.norm, ch, cfg.groups), nn.SiLU(), nn.Conv2d(ch, cfg.image_channels, 3, padding=1)
+            make_norm(cfg.norm, ch, cfg.groups), nn.SiLU(), nn.Conv2d(ch, io_channels, 3, padding=1)
         )
 
     def forward(self, x_t: torch.Tensor, cond: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """x_t (N,3,H,W) in [-1,1]-ish, cond (N,3,H,W) in [-1,1], gamma (N,) in [0,1] -> eps (N,3,H,W)."""
+        """x_t (N,3,H,W) in [-1,1]-ish, cond (N,3,H,W) in [-1,1], gamma (N,) in [0,1] -> (N,3,H,W):
+        eps, x0 or x0 - cond as ``cfg.prediction`` says."""
         if x_t.shape != cond.shape:
             raise ValueError(f"x_t {tuple(x_t.shape)} and cond {tuple(cond.shape)} must have the same shape")
         if gamma.ndim != 1 or gamma.shape[0] != x_t.shape[0]:
@@ -180,7 +198,8 @@ class ConditionalUNet(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         emb = self.noise_mlp(sinusoidal_embedding(gamma, self.cfg.base_channels, self.cfg.noise_embedding_scale))
-
+        if self.stem > 1:
+            x = F.pixel_unshuffle(x, self.stem)
         h = self.conv_in(x)
         feats = [h]
         for layer in self.down:
@@ -193,7 +212,10 @@ class ConditionalUNet(nn.Module):
                 h = layer(torch.cat([h, feats.pop()], dim=1), emb)
             else:
                 h = layer(h)
-        return self.conv_out(h)[..., :h_in, :w_in]
+        out = self.conv_out(h)
+        if self.stem > 1:
+            out = F.pixel_shuffle(out, self.stem)
+        return out[..., :h_in, :w_in]
 
 
 def count_parameters(net: nn.Module) -> int:
