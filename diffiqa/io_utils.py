@@ -55,7 +55,7 @@ def check_output_file(path: str | os.PathLike, what: str = "output", inputs=()) 
     """
     p = Path(path)
     if p.is_dir():
-        raise OutputError(f"{what} {p}: is a folder; give a file name (e.g. {p / 'scores.csv'})")
+        raise OutputError(f"{what} {p}: is a folder, not a file; give a file name")
     for q in inputs:
         if _same_file(p, Path(q)):
             raise OutputError(f"{what} {p}: is one of the inputs; it would be overwritten")

@@ -24,15 +24,20 @@ def run(args) -> int:
     import yaml
 
     from diffiqa.errors import ConfigError
-    from diffiqa.io_utils import write_text_atomic
+    from diffiqa.io_utils import check_output_file, write_text_atomic
 
     folder = Path(args.profiles)
     available = sorted(q.stem for q in folder.glob("*.yaml"))
     if not available:
         raise ConfigError(f"{folder}: no profiles found (run this in the diffiqa working copy)")
+    params = check_output_file(args.params, "--params") if args.name else Path(args.params)
     current = None
-    if Path(args.params).exists():
-        current = (yaml.safe_load(Path(args.params).read_text()) or {}).get("profile")
+    if params.is_file():
+        try:
+            data = yaml.safe_load(params.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{params}: cannot read as YAML ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        current = data.get("profile") if isinstance(data, dict) else None
     if not args.name:
         for name in available:
             print(("* " if name == current else "  ") + name)
@@ -43,6 +48,6 @@ def run(args) -> int:
     data = yaml.safe_load(text) or {}
     if data.get("profile") != args.name:
         raise ConfigError(f"{folder / args.name}.yaml: its `profile:` key must be {args.name!r}")
-    write_text_atomic(args.params, text)
+    write_text_atomic(params, text)
     print(f"params.yaml now holds the {args.name!r} profile (was {current!r}); run `dvc repro`.")
     return 0

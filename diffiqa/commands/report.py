@@ -23,15 +23,26 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from diffiqa.errors import DiffiqaError
+    from diffiqa.errors import ConfigError, DiffiqaError
+    from diffiqa.io_utils import check_output_file
     from diffiqa.layout import ProjectLayout
     from diffiqa.report import dataset_report
 
-    layout, ds = ProjectLayout(args.root), args.dataset
+    ds = args.dataset
+    # Arguments first, before anything is read: a name (not a path), a folder, a writable file.
+    if not ds or ds in (".", "..") or "/" in ds or "\\" in ds:
+        raise ConfigError(f"dataset {ds!r}: give a dataset name such as demo or clive, not a path")
+    if not Path(args.root).is_dir():
+        raise ConfigError(f"--root {args.root}: not a folder (the working copy holding data/, metrics/, plots/)")
+    for c in args.curves or []:
+        if not Path(c).is_file():
+            raise ConfigError(f"--curves {c}: file not found")
+    layout = ProjectLayout(args.root)
     for needed, stage in ((layout.index(ds), "prepare"), (layout.full_metrics(ds), "evaluate"),
                           (layout.cache(ds), "restore")):
         if not needed.exists():
             raise DiffiqaError(f"{needed}: not found; run `dvc repro {stage}@{ds}` first")
-    out = dataset_report(layout, ds, curves_csvs=args.curves, out_html=Path(args.out) if args.out else None)
+    out_html = check_output_file(Path(args.out) if args.out else layout.report(ds), "--out")
+    out = dataset_report(layout, ds, curves_csvs=args.curves, out_html=out_html)
     print(out)
     return 0
