@@ -358,3 +358,13 @@ def test_score_piped_into_head_has_no_traceback(tmp_path):
     assert proc.stdout == "path,score\n"
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines() == ["rc=141"]  # 128 + SIGPIPE, like any filter
+
+
+def test_a_file_name_that_is_not_utf8_is_written_back_as_its_bytes(tmp_path, capsys, fake_metric):
+    folder = tmp_path / "imgs"
+    (path,) = _images(folder, n=1)
+    odd = os.fsencode(folder) + b"/caf\xe9.png"  # a Latin-1 name from an old camera or Windows share
+    os.rename(path, odd)
+    rc, _, err = _score(capsys, folder, "--csv", tmp_path / "s.csv")
+    assert rc == 0, err
+    assert (tmp_path / "s.csv").read_bytes().splitlines()[1].startswith(odd + b",")

@@ -113,11 +113,14 @@ def run(args) -> int:
                            batch_size=args.batch_size, progress=not args.no_progress)
     if out_path is not None:
         try:
-            stream = open(partial, "w", newline="")
+            # surrogateescape: a file name that is not valid UTF-8 is written back as its bytes
+            stream = open(partial, "w", newline="", encoding="utf-8", errors="surrogateescape")
         except OSError as e:
             raise OutputError(f"--csv {partial}: cannot write ({e.strerror or e}); nothing was scored") from None
     else:
         stream = sys.stdout
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     failed, written = 0, 0
     try:
         writer = csv.writer(stream)

@@ -176,7 +176,12 @@ def iter_image_files(paths, unreadable: list | None = None) -> "list[Path]":
     problems: list[str] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
+        try:
+            is_dir = p.is_dir()
+        except OSError as e:  # e.g. under a folder without search permission
+            problems.append(f"{p}: cannot be read ({e.strerror or e})")
+            continue
+        if is_dir:
             found: list[Path] = []
             _walk_images(p, found, problems, set())
             out.extend(sorted(found))
