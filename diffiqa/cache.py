@@ -37,7 +37,7 @@ from diffiqa.errors import DiffiqaError, ProvenanceError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: t_start recorded
+FORMAT_VERSION = 3  # 2: t_start recorded; 3: the noisy-state definition (noisy_states, noise_levels) and tile
 IMAGE_KINDS = ("distorted", "restored", "noisy_1", "noisy_2")
 DTYPES = ("uint8", "float16")
 
@@ -59,6 +59,12 @@ class CacheSpec:
     index_hash: str = ""
     shard_size: int = 32
     t_start: float = 1.0
+    # What noisy_1/noisy_2 are: "restored" = q(x_t | restored) at t = noise_levels (the
+    # paper: 5 and 10 steps before the end of a 50-step chain, t = 0.1, 0.2; one draw per
+    # crop from its seeded generator), "chain" = the chain's own states at those levels.
+    noisy_states: str = "restored"
+    noise_levels: tuple[float, ...] = ()
+    tile: int = 0  # the network ran on overlapping tiles of this side (0 = whole crops)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -70,6 +76,7 @@ class CacheSpec:
     def to_attrs(self) -> dict:
         d = dataclasses.asdict(self)
         d["keep_steps"] = list(self.keep_steps)
+        d["noise_levels"] = [float(t) for t in self.noise_levels]
         return d
 
 
@@ -236,11 +243,15 @@ def _create(path: Path, spec: CacheSpec, rows: np.ndarray, boxes: np.ndarray) ->
 
 def _stored_spec(path: Path, attrs: dict) -> CacheSpec:
     names = {f.name for f in dataclasses.fields(CacheSpec)}
+    if "format_version" in attrs and attrs["format_version"] != FORMAT_VERSION:
+        raise ProvenanceError(f"format_version: store was made with {attrs['format_version']} but this code writes "
+                              f"{FORMAT_VERSION} (noisy-state definition recorded since 3); delete {path}")
     missing = sorted(names - set(attrs))
     if missing:
         raise ProvenanceError(f"{path}: not a diffiqa cache or an older format (attributes {missing} missing); delete it")
     kw = {k: attrs[k] for k in names}
     kw["keep_steps"] = tuple(kw["keep_steps"])
+    kw["noise_levels"] = tuple(kw["noise_levels"])
     return CacheSpec(**kw)
 
 

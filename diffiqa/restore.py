@@ -34,6 +34,9 @@ from diffiqa.errors import ConfigError, DiffiqaError, ImageError
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("ddpm", "ddim")
+NOISY_STATES = ("restored", "chain")
+REFERENCE_STEPS = 50  # keep_steps count steps before the end of the paper's 50-step chain
+TILE_OVERLAP = 32  # pixels shared by neighbouring tiles, blended linearly
 
 
 @dataclass
@@ -44,26 +47,48 @@ class RestoreParams:
     sampler: str = "ddpm"  # "ddpm" | "ddim"
     steps: int = 50
     eta: float = 0.0  # DDIM only
-    keep_steps: tuple[int, ...] = (5, 10)  # steps before the end kept as noisy_1, noisy_2
+    keep_steps: tuple[int, ...] = (5, 10)  # noise levels of noisy_1, noisy_2: steps before the end of a 50-step chain
     t_start: float = 1.0  # 1 = the paper's full chain from noise; < 1 = truncated (SDEdit) chain
     dtype: str = "uint8"  # "uint8" | "float16"
     batch_size: int = 8
     shard_size: int = 32
+    noisy_states: str = "restored"  # "restored": q(x_t | restored) (the paper); "chain": the chain's own states
+    tile: int = 0  # > 0: run the network on overlapping tiles of this side (bounded memory); 0 = whole input
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"restore.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.noisy_states not in NOISY_STATES:
+            raise ConfigError(f"restore.noisy_states must be one of {NOISY_STATES}, got {self.noisy_states!r}")
         if len(self.keep_steps) != 2:
             raise ConfigError(f"restore.keep_steps must name 2 steps (noisy_1, noisy_2), got {list(self.keep_steps)}")
-        if any(k < 1 for k in self.keep_steps) or self.steps < 2:
-            # keep_steps count steps before the end of a 50-step chain; shorter chains keep
-            # the state of the nearest noise level (diffiqa.diffusion.samplers.keep_positions).
-            raise ConfigError(f"restore.keep_steps {list(self.keep_steps)} must be >= 1 and steps >= 2")
+        if any(not 1 <= k < REFERENCE_STEPS for k in self.keep_steps):
+            raise ConfigError(f"restore.keep_steps {list(self.keep_steps)}: each must be in 1..{REFERENCE_STEPS - 1} "
+                              f"(steps before the end of a {REFERENCE_STEPS}-step chain)")
+        # "chain" keeps intermediate states of the chain (nearest noise level, see
+        # diffiqa.diffusion.samplers.keep_positions), so it needs >= 2 steps; "restored"
+        # noises the final image and runs with any chain, even one network call.
+        if self.steps < (2 if self.noisy_states == "chain" else 1):
+            raise ConfigError(f"restore.steps={self.steps}: need >= {2 if self.noisy_states == 'chain' else 1} "
+                              f"with noisy_states={self.noisy_states!r}")
+        if self.tile < 0 or 0 < self.tile < 2 * TILE_OVERLAP:
+            raise ConfigError(f"restore.tile={self.tile}: 0 (no tiling) or >= {2 * TILE_OVERLAP}")
         if not 0.0 < self.t_start <= 1.0:
             raise ConfigError(f"restore.t_start must be in (0, 1], got {self.t_start}")
         if self.batch_size < 1 or self.shard_size < 1 or self.crops_per_image < 0:
             raise ConfigError("restore.batch_size and shard_size must be >= 1, crops_per_image >= 0 "
                               "(0 = tiles of crop_size covering the whole image)")
+
+
+def noise_levels(params: RestoreParams) -> tuple[float, ...]:
+    """The t of noisy_1, noisy_2 (recorded in the cache): k/50 for "restored"; for "chain" the
+    t of the kept chain states."""
+    from diffiqa.diffusion.samplers import keep_positions, time_grid
+
+    if params.noisy_states == "restored":
+        return tuple(k / REFERENCE_STEPS for k in params.keep_steps)
+    grid = time_grid(params.steps, params.t_start)
+    return tuple(round(grid[i + 1], 6) for i in keep_positions(params.keep_steps, params.steps, params.t_start).values())
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -122,53 +147,101 @@ def _load_restorer(checkpoint_path: Path, device: torch.device):
     return net.to(device).eval()
 
 
-def per_crop_states(net, cond: torch.Tensor, crop_ids, params: RestoreParams):
-    """The DDPM / DDIM chain for a batch, with every crop's noise from its own generator.
+class _CropNoise:
+    """Per-crop noise: crop c draws from a generator on ``device`` seeded with
+    ``crop_seed(seed, c)``, so a crop's pixels do not depend on its batch, shard or on a
+    resume (CPU and CUDA generators give different streams; the network differs across
+    devices in floating point anyway; drawing on the device keeps the noise off the CPU)."""
 
-    ``cond`` (n,3,S,S) in [-1,1]. Crop c draws x_T and then each step's noise from a
-    generator on ``cond.device`` seeded with ``crop_seed(seed, c)``, in the order
-    ``ddpm_sample`` / ``ddim_sample`` draw them: for one crop this equals the library sampler
-    run with that generator, and a crop's pixels do not depend on its batch, shard or on a
-    resume. (CPU and CUDA generators give different streams; the network differs across
-    devices in floating point anyway. Drawing on the device keeps the noise off the CPU,
-    where batch 32 at 224² cost ~0.2 s per step.) The loop is written here, over the
-    library's step functions, because the library samplers take one generator per batch.
-    Yields ``SamplerState`` like the library samplers.
-    """
-    from diffiqa.diffusion.samplers import SamplerState, ddim_step, ddpm_step, start_state
-    from diffiqa.diffusion.schedule import sampling_timesteps
+    def __init__(self, seed: int, crop_ids, shape, device, dtype):
+        self.gens = [torch.Generator(device=device).manual_seed(crop_seed(seed, int(c))) for c in crop_ids]
+        self.shape, self.device, self.dtype = tuple(shape), device, dtype
 
-    gens = [torch.Generator(device=cond.device).manual_seed(crop_seed(params.seed, int(c))) for c in crop_ids]
-    shape = tuple(cond.shape[1:])
-    stochastic = params.sampler == "ddpm" or float(params.eta) > 0
+    def __call__(self) -> torch.Tensor:  # (n,3,S,S), one slice per crop generator
+        return torch.stack([torch.randn(self.shape, generator=g, device=self.device, dtype=self.dtype) for g in self.gens])
 
-    def draw():  # (n,3,S,S), one slice per crop generator
-        return torch.stack([torch.randn(shape, generator=g, device=cond.device, dtype=cond.dtype) for g in gens])
 
-    ts = sampling_timesteps(params.steps, params.t_start).tolist() + [0.0]
-    x = start_state(cond, draw(), params.t_start)
-    for i in range(params.steps):
-        with torch.no_grad():
-            noise = draw() if stochastic else None
-            if params.sampler == "ddpm":
-                x, x0 = ddpm_step(net, cond, x, ts[i], ts[i + 1], noise=noise)
-            else:
-                x, x0 = ddim_step(net, cond, x, ts[i], ts[i + 1], eta=float(params.eta), noise=noise)
-        yield SamplerState(i, ts[i + 1], x, x0)
+class TiledNet(torch.nn.Module):
+    """``net`` run on overlapping ``tile``-sized windows and blended, so peak memory does not
+    grow with the image beyond the image tensors themselves. Inputs no larger than a tile go
+    through whole. Each window sees only its own pixels (GroupNorm statistics per window, as
+    on the training crops), so results differ slightly from an untiled call."""
+
+    def __init__(self, net, tile: int, overlap: int = TILE_OVERLAP):
+        super().__init__()
+        self.net, self.tile, self.overlap = net, int(tile), int(overlap)
+        self.prediction = getattr(net, "prediction", "eps")
+
+    def _starts(self, size: int) -> list[int]:
+        if size <= self.tile:
+            return [0]
+        stride = self.tile - self.overlap
+        starts = list(range(0, size - self.tile, stride)) + [size - self.tile]
+        return sorted(set(starts))
+
+    def _ramp(self, size: int, start: int, length: int, device) -> torch.Tensor:
+        """1-D blending weight of a window: linear over the overlap at inner edges, else 1."""
+        w = torch.ones(length, device=device)
+        ov = min(self.overlap, length // 2)
+        ramp = torch.arange(1, ov + 1, device=device, dtype=torch.float32) / (ov + 1)
+        if start > 0:
+            w[:ov] = ramp
+        if start + length < size:
+            w[-ov:] = ramp.flip(0)
+        return w
+
+    def forward(self, x, cond, gamma):
+        h, w = x.shape[-2:]
+        if h <= self.tile and w <= self.tile:
+            return self.net(x, cond, gamma)
+        out = torch.zeros_like(x)
+        weight = torch.zeros((1, 1, h, w), device=x.device, dtype=x.dtype)
+        for top in self._starts(h):
+            for left in self._starts(w):
+                th, tw = min(self.tile, h), min(self.tile, w)
+                win = (..., slice(top, top + th), slice(left, left + tw))
+                wy = self._ramp(h, top, th, x.device)
+                wx = self._ramp(w, left, tw, x.device)
+                wt = (wy[:, None] * wx[None, :]).to(x.dtype)
+                out[win] += self.net(x[win], cond[win], gamma) * wt
+                weight[win] += wt
+        return out / weight
+
+
+def per_crop_states(net, cond: torch.Tensor, crop_ids, params: RestoreParams, noise: _CropNoise | None = None):
+    """The DDPM / DDIM chain for a batch, every crop's noise from its own generator
+    (``_CropNoise``), in the order the library loop draws it (start, then each stochastic
+    step): for one crop this equals ``diffiqa.diffusion.samplers.sample_chain`` with that
+    generator. Yields ``SamplerState`` like the library samplers."""
+    from diffiqa.diffusion.samplers import sample_chain
+
+    noise = noise or _CropNoise(params.seed, crop_ids, cond.shape[1:], cond.device, cond.dtype)
+    if params.tile:
+        net = TiledNet(net, params.tile)
+    return sample_chain(net, cond, params.steps, params.sampler, params.t_start, float(params.eta), draw=noise)
 
 
 def sample_crops(net, crops_u8: np.ndarray, crop_ids, params: RestoreParams, device: torch.device) -> dict[str, np.ndarray]:
     """Restore one batch. ``crops_u8`` (n,3,S,S) uint8 → {kind: (n,3,S,S) float32 image space}.
 
-    ``restored`` is in [0,1]; the kept noisy states are (x+1)/2 of the [-1,1] model state,
-    unclipped (a float16 cache keeps their tails; uint8 clips).
+    ``restored`` is in [0,1]. The noisy states are (x+1)/2 of [-1,1] model states, unclipped
+    (a float16 cache keeps their tails; uint8 clips): with ``noisy_states="restored"`` (the
+    paper) q(x_t | restored) at t = k/50 for k in ``keep_steps`` (5, 10 -> t = 0.1, 0.2), one
+    draw per crop from the crop's generator after the chain's draws; with "chain", the
+    chain's own states nearest those levels.
     """
-    from diffiqa.diffusion.samplers import run_and_keep, to_model_space
+    from diffiqa.diffusion.samplers import noise_to, reference_time, run_and_keep, to_model_space
 
     cond = to_model_space(torch.from_numpy(crops_u8).to(device=device, dtype=torch.float32) / 255.0)
-    final, kept = run_and_keep(
-        per_crop_states(net, cond, crop_ids, params), params.keep_steps, params.steps, params.t_start
-    )
+    noise = _CropNoise(params.seed, crop_ids, cond.shape[1:], cond.device, cond.dtype)
+    states = per_crop_states(net, cond, crop_ids, params, noise)
+    if params.noisy_states == "chain":
+        final, kept = run_and_keep(states, params.keep_steps, params.steps, params.t_start)
+    else:
+        for state in states:
+            final = state.x
+        restored = final.clamp(-1, 1)
+        kept = {k: noise_to(restored, reference_time(k, REFERENCE_STEPS), noise()) for k in params.keep_steps}
 
     def image(x):  # [-1,1] model space → [0,1] image space, unclipped on purpose
         return ((x.float() + 1.0) / 2.0).cpu().numpy()
@@ -208,7 +281,8 @@ def restore_dataset(
         eta=float(params.eta), keep_steps=tuple(int(k) for k in params.keep_steps), t_start=float(params.t_start),
         crop_size=int(params.crop_size), crops_per_image=int(params.crops_per_image), seed=int(params.seed),
         dtype=params.dtype, n_images=len(index_df), index_hash=index_hash(index_df),
-        shard_size=int(params.shard_size),
+        shard_size=int(params.shard_size), noisy_states=params.noisy_states, tile=int(params.tile),
+        noise_levels=noise_levels(params),
     )
     rows, boxes = plan_crops(index_df, root, params)
     cache = open_cache(store_path, spec, rows, boxes)
@@ -270,56 +344,106 @@ def _strip(panels: list[tuple[str, np.ndarray]], path: Path) -> None:
     save_image(path, np.asarray(canvas))
 
 
+PROJECT_RESTORER = Path("models/restorer/restorer.pt")
+DEFAULT_TILE = 256  # network window of `diffiqa restore`: flat peak memory in image size (RESULTS.md)
+
+
+def default_restorer() -> Path:
+    """The project's restorer (models/restorer/restorer.pt under the working directory) when
+    there is one, else the packaged default restorer (as ``score`` picks its model)."""
+    from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER
+
+    return PROJECT_RESTORER if PROJECT_RESTORER.is_file() else PACKAGED_RESTORER
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """A distinct output stem per input: the file stem where it is unique, else its path
+    relative to the inputs' common folder (``/`` -> ``__``) plus the extension where two
+    inputs differ only by it (x/a.png, y/a.png, y/a.jpg -> x__a, y__a_png, y__a_jpg)."""
+    stems = [f.stem for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    root = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
+    rel = [f.resolve().relative_to(root).with_suffix("").as_posix().replace("/", "__") for f in files]
+    counts = {r: rel.count(r) for r in rel}
+    names = [r if counts[r] == 1 or stems.count(f.stem) == 1 else f"{r}_{f.suffix.lstrip('.').lower()}"
+             for r, f in zip(rel, files)]
+    names = [n if stems.count(f.stem) > 1 else f.stem for n, f in zip(names, files)]
+    if len(set(names)) != len(names):  # e.g. a.PNG and a.png in one folder: number them
+        seen: dict[str, int] = {}
+        names = [f"{n}_{seen.setdefault(n, len(seen))}" if names.count(n) > 1 else n for n in names]
+    return names
+
+
 def restore_images(
     paths,
     out_dir: str | os.PathLike,
-    checkpoint: str | os.PathLike = "models/restorer/restorer.pt",
-    steps: int = 50,
-    sampler: str = "ddim",
+    checkpoint: str | os.PathLike | None = None,
+    steps: int | None = None,
+    sampler: str | None = None,
     crop: int | None = None,
     keep_steps: tuple[int, int] = (5, 10),
     eta: float = 0.0,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    t_start: float | None = None,
+    tile: int = DEFAULT_TILE,
 ) -> list[dict]:
     """Restore whole images (or their centred ``crop``×``crop`` square) for inspection.
 
-    For each image writes ``<stem>_restored.png``, ``<stem>_noisy_1.png``,
-    ``<stem>_noisy_2.png`` and ``<stem>_strip.png`` (distorted | restored | noisy_1 |
-    noisy_2) into ``out_dir``. The U-Net is fully convolutional, so the whole image goes
-    through at native resolution (memory grows with its area: use ``crop`` for large ones).
+    For each image writes ``<name>_restored.png``, ``<name>_noisy_1.png``,
+    ``<name>_noisy_2.png`` and ``<name>_strip.png`` (distorted | restored | noisy_1 |
+    noisy_2) into ``out_dir``; ``<name>`` is the stem, made distinct when inputs share one
+    (``output_names``). ``checkpoint`` None = ``default_restorer()``; ``sampler``, ``steps``,
+    ``t_start`` None = the checkpoint's own chain (``RestorerConfig.sampler``). The noisy
+    states are q(x_t | restored) at t = k/50 (the cache's definition). The network runs on
+    overlapping ``tile``-pixel windows (0 = whole image), so peak memory stays flat in
+    image size. Bad arguments (device, output folder, crop) fail before any work.
     Returns one dict per image: source, output paths, size, seconds.
     """
     from diffiqa.crops import centre_box, stable_key_id
     from diffiqa.data.image_io import iter_image_files, save_image
+    from diffiqa.devices import resolve_device
+    from diffiqa.diffusion.training import load_restorer
+    from diffiqa.io_utils import check_output_dir
 
+    if crop is not None and crop < 8:
+        raise ConfigError(f"--crop {crop}: must be a side of at least 8 pixels")
+    device = resolve_device(device)
+    out_dir = check_output_dir(out_dir)
     files = iter_image_files(paths)
     if not files:
         raise DiffiqaError("no images given")
-    params = RestoreParams(crop_size=crop or 1, sampler=sampler, steps=steps, eta=eta,
-                           keep_steps=keep_steps, seed=seed)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    net = _load_restorer(Path(checkpoint), device)
-    out_dir = Path(out_dir)
+    checkpoint = Path(checkpoint) if checkpoint is not None else default_restorer()
+    _require_checkpoint(checkpoint)
+    net, cfg, _ = load_restorer(checkpoint)
+    net = net.to(device).eval()
+    chain = cfg.sampler
+    params = RestoreParams(crop_size=crop or 1, sampler=sampler or chain.sampler, steps=steps or chain.steps,
+                           eta=eta, keep_steps=keep_steps, seed=seed,
+                           t_start=chain.t_start if t_start is None else float(t_start), tile=tile)
+    names = output_names(files)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for path in tqdm(files, unit="image", desc="restore", disable=not progress):
+    for path, name in tqdm(list(zip(files, names)), unit="image", desc="restore", disable=not progress):
         t0 = time.perf_counter()
-        image = load_image(path)
+        image = load_image(path, min_size=crop or 8)
         if crop:
             image = cut_crops(image, [centre_box(*image.shape[:2], crop)])[0].transpose(1, 2, 0)
         # Noise seeded by the file name, so an image's result does not depend on its position.
-        got = sample_crops(net, image.transpose(2, 0, 1)[None].copy(), [stable_key_id(path.name)], params, device)
+        with torch.no_grad():
+            got = sample_crops(net, image.transpose(2, 0, 1)[None].copy(), [stable_key_id(path.name)], params, device)
         as_u8 = {k: (np.clip(v[0], 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
                  for k, v in got.items() if k != "distorted"}
         written = {}
         for kind in ("restored", "noisy_1", "noisy_2"):
-            written[kind] = out_dir / f"{path.stem}_{kind}.png"
+            written[kind] = out_dir / f"{name}_{kind}.png"
             save_image(written[kind], as_u8[kind])
-        written["strip"] = out_dir / f"{path.stem}_strip.png"
+        written["strip"] = out_dir / f"{name}_strip.png"
         k1, k2 = params.keep_steps
-        _strip([("distorted", image), (f"restored ({sampler}, {steps} steps)", as_u8["restored"]),
+        label = f"restored ({params.sampler}-{params.steps} from t={params.t_start:g})"
+        _strip([("distorted", image), (label, as_u8["restored"]),
                 (f"noisy_1 (t={k1}/50)", as_u8["noisy_1"]), (f"noisy_2 (t={k2}/50)", as_u8["noisy_2"])],
                written["strip"])
         seconds = time.perf_counter() - t0

@@ -266,3 +266,115 @@ def test_restore_images_same_result_in_any_order(dataset, tmp_path):
 
     for name in ("0_restored.png", "3_noisy_2.png"):
         np.testing.assert_array_equal(load_image(tmp_path / "ab" / name), load_image(tmp_path / "ba" / name))
+
+
+def _ckpt_with_chain(path: Path, sampler="ddim", steps=1, t_start=0.3) -> Path:
+    from diffiqa.diffusion.checkpoint import SamplerSettings
+    from diffiqa.diffusion.training import RestorerConfig, save_restorer
+    from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
+
+    torch.manual_seed(0)
+    unet = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(), attn_reference_size=S,
+                      dropout=0.0, norm="group", groups=4, stem=2, prediction="residual")
+    cfg = RestorerConfig(unet=unet, sampler=SamplerSettings(sampler=sampler, steps=steps, t_start=t_start))
+    save_restorer(path, ConditionalUNet(unet), cfg)
+    return path
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--crop", "-5"], "--crop -5"),
+    (["--device", "foo"], "--device foo"),
+    (["--device", "mps"], "--device mps"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device cuda")]))
+def test_cli_restore_bad_arguments_are_one_line(dataset, tmp_path, capsys, args, words):
+    from diffiqa.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["restore", str(dataset["dir"] / "root" / "img" / "0.png"), "--out", str(out),
+               "--checkpoint", str(dataset["ckpt"]), "--no-progress", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and words in err and len(err.splitlines()) == 1
+    assert not out.exists()  # refused before any work
+
+
+def test_cli_restore_unwritable_out_named_before_work(dataset, tmp_path, capsys):
+    from diffiqa.cli import main
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        rc = main(["restore", str(dataset["dir"] / "root" / "img" / "0.png"), "--out", str(out),
+                   "--checkpoint", str(dataset["ckpt"]), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and str(out) in err and len(err.splitlines()) == 1
+
+
+def test_colliding_names_never_overwrite(tmp_path):
+    from diffiqa.restore import output_names, restore_images
+
+    rng = np.random.default_rng(1)
+    files = [tmp_path / "in" / "x" / "a.png", tmp_path / "in" / "y" / "a.png", tmp_path / "in" / "y" / "a.jpg"]
+    for f in files:
+        save_image(f, rng.integers(0, 256, (9, 10, 3), dtype=np.uint8))
+    names = output_names(files)
+    assert len(set(names)) == 3 and names[0] == "x__a"
+    assert output_names([tmp_path / "p" / "b.png", tmp_path / "q" / "c.png"]) == ["b", "c"]
+    ckpt = _ckpt_with_chain(tmp_path / "r.pt")
+    res = restore_images([tmp_path / "in"], tmp_path / "out", checkpoint=ckpt, device="cpu", progress=False)
+    strips = {r["strip"] for r in res}
+    assert len(strips) == 3 and all(Path(s).is_file() for s in strips)
+
+
+def test_restore_images_uses_the_checkpoint_chain_and_the_packaged_default(tmp_path, monkeypatch):
+    from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER
+    from diffiqa.restore import default_restorer, restore_images
+
+    img = tmp_path / "a.png"
+    save_image(img, np.random.default_rng(2).integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    ckpt = _ckpt_with_chain(tmp_path / "r.pt", steps=2, t_start=0.25)
+    kw = dict(checkpoint=ckpt, device="cpu", progress=False)
+    from diffiqa.data.image_io import load_image
+
+    restore_images([img], tmp_path / "own", **kw)
+    restore_images([img], tmp_path / "explicit", sampler="ddim", steps=2, t_start=0.25, **kw)
+    restore_images([img], tmp_path / "other", t_start=0.9, **kw)
+    own = load_image(tmp_path / "own" / "a_restored.png")
+    np.testing.assert_array_equal(own, load_image(tmp_path / "explicit" / "a_restored.png"))
+    assert not np.array_equal(own, load_image(tmp_path / "other" / "a_restored.png"))
+    monkeypatch.chdir(tmp_path)  # no models/restorer/restorer.pt here: the packaged one
+    assert default_restorer() == PACKAGED_RESTORER
+
+
+def test_tiled_net_matches_a_pointwise_net_and_bounds_windows():
+    from diffiqa.restore import TiledNet
+
+    seen = []
+
+    class Pointwise(torch.nn.Module):
+        def forward(self, x, cond, gamma):
+            seen.append(tuple(x.shape[-2:]))
+            return 2 * x - cond + gamma.view(-1, 1, 1, 1)
+
+    x, c, g = torch.randn(2, 3, 150, 97), torch.randn(2, 3, 150, 97), torch.tensor([0.3, 0.7])
+    out = TiledNet(Pointwise(), tile=64, overlap=16)(x, c, g)
+    assert torch.allclose(out, 2 * x - c + g.view(-1, 1, 1, 1), atol=1e-5)
+    assert max(max(s) for s in seen) <= 64 and len(seen) > 4
+
+
+def test_noisy_states_are_the_restoration_noised_to_the_kept_levels(dataset, tmp_path):
+    from diffiqa.diffusion.schedule import cosine_alpha_bar
+
+    params = RestoreParams(**{**PARAMS, "dtype": "float16", "sampler": "ddim", "steps": 2, "t_start": 0.3})
+    restore_dataset(dataset["index"], dataset["dir"] / "root", tmp_path / "n.zarr", dataset["ckpt"], params,
+                    progress=False, device="cpu")
+    c = read_cache(tmp_path / "n.zarr")
+    assert c.spec.noisy_states == "restored" and c.spec.noise_levels == (0.1, 0.2)
+    r = c.read("restored", slice(None)) * 2 - 1
+    for kind, t in (("noisy_1", 0.1), ("noisy_2", 0.2)):
+        ab = float(cosine_alpha_bar(t))
+        eps = (c.read(kind, slice(None)) * 2 - 1 - ab**0.5 * r) / (1 - ab) ** 0.5
+        assert abs(eps.mean()) < 0.1 and 0.85 < eps.std() < 1.15  # float16 storage adds a little
+    with pytest.raises(ProvenanceError, match="noisy_states: store was made with restored but the current value is chain"):
+        restore_dataset(dataset["index"], dataset["dir"] / "root", tmp_path / "n.zarr", dataset["ckpt"],
+                        RestoreParams(**{**PARAMS, "dtype": "float16", "sampler": "ddim", "steps": 2, "t_start": 0.3,
+                                         "noisy_states": "chain"}), progress=False, device="cpu")
