@@ -3,8 +3,9 @@
 Params group `pretrain_restorer`: `preset` (demo | cpu | paper, see
 diffiqa/diffusion/presets.py) with overrides of any `RestorerConfig` field (nested `unet`),
 plus `eval` (sampler and steps used to measure the held-out PSNR/SSIM gain).
-Resumes after `kill -9` from data/resume/pretrain_restorer/last.pt, but only when that state
-was made with the current config (otherwise it starts over and says so).
+Resumes after `kill -9` from data/resume/pretrain_restorer/last.pt; the library owns the
+policy (diffiqa.diffusion.training: same weight-relevant params resume, others start over and
+say so). `init: packaged` starts from the shipped restorer (the `cpu` profile does).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from diffiqa.config import from_dict, from_preset, to_dict
+from diffiqa.config import from_dict, from_preset
 from diffiqa.io_utils import write_json_atomic
 from pipeline.common import LAYOUT, main_guard, params
 
@@ -31,18 +32,6 @@ class RestorerEvalParams:
     max_pairs: int = 256
 
 
-def _fresh_or_resume(config: dict) -> None:
-    """Keep the resume state only if it was made with exactly this config."""
-    marker = WORK_DIR / "config.json"
-    if WORK_DIR.exists():
-        old = json.loads(marker.read_text()) if marker.exists() else None
-        if old != config:
-            log.info("resume state in %s was made with other params: starting over", WORK_DIR)
-            shutil.rmtree(WORK_DIR)
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, config)
-
-
 def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     from diffiqa.data.pairs import load_pairs
     from diffiqa.diffusion.presets import restorer_preset
@@ -53,9 +42,10 @@ def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     group = dict((all_params or params()).get("pretrain_restorer") or {})
     ev = from_dict(RestorerEvalParams, group.pop("eval", None), "pretrain_restorer.eval")
     cfg = from_preset(restorer_preset, group, "pretrain_restorer")
-    _fresh_or_resume(to_dict(cfg))
-
-    train_restorer(LAYOUT.pairs, WORK_DIR, cfg, progress=True)
+    summary_path = LAYOUT.pairs / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    provenance = {"data": {k: summary[k] for k in ("types", "levels", "crop_size", "n_train", "seed") if k in summary}}
+    train_restorer(LAYOUT.pairs, WORK_DIR, cfg, progress=True, on_mismatch="restart", provenance=provenance)
     ckpt = LAYOUT.restorer
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(WORK_DIR / "restorer.pt", ckpt.with_suffix(".tmp"))

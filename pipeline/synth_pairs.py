@@ -1,8 +1,9 @@
 """Stage `synth_pairs`: pristine folders -> (distorted, pristine) crops in data/pairs/.
 
 Params group `synth_pairs`: pristine (folders; `skimage` = scikit-image's bundled colour
-photographs, the demo's no-download pristine set), crop_size, types, levels, count,
-heldout_images, heldout_count, seed.
+photographs, the demo's no-download pristine set), crop_size, types (KADID names/ids, plus
+`identity`), levels, type_levels ({type: levels} overrides), augment (scale/rotate/flip the
+photos), count, heldout_images, heldout_count, seed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class SynthPairsParams:
     crop_size: int = 64
     types: list[str] | None = None
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    type_levels: dict[str, list[int]] = field(default_factory=dict)
+    augment: bool = False
     count: int = 1000
     heldout_images: float = 0.1
     heldout_count: int = 200
@@ -53,6 +56,7 @@ def run_synth_pairs(all_params: dict | None = None) -> dict:
         return make_pairs(
             dirs, LAYOUT.pairs, crop_size=cfg.crop_size, types=cfg.types, levels=cfg.levels, count=cfg.count,
             heldout_images=cfg.heldout_images, heldout_count=cfg.heldout_count, seed=cfg.seed,
+            type_levels=cfg.type_levels, augment=cfg.augment,
         )
 
 
