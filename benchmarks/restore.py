@@ -1,4 +1,4 @@
-"""Restorer benchmark: speed and PSNR gain of DDPM-50 vs DDIM-5/10/20, side by side.
+"""Restorer benchmark: PSNR/SSIM gain per family and speed of DDPM-50 vs DDIM-k, side by side.
 
 Held-out (distorted, pristine) pairs are made with ``make_pairs`` from ../shared/data/pristine
 (images held out by ``--heldout-images`` and ``--seed``, so a restorer trained by
@@ -10,8 +10,12 @@ and ``heldout_images`` as its synth_pairs params.
 Usage:
   python benchmarks/restore.py [--checkpoint models/restorer.pt] [--pairs DIR]
       [--train-minutes N] [--heldout-count 96] [--samplers ddpm-50,ddim-5,ddim-10,ddim-20]
-      [--t-start 1.0[,0.3]] [--max-pairs N]
+      [--t-start 1.0[,0.3]] [--max-pairs N] [--threads 1] [--image-size 500]
       [--out outputs/bench_restore/result.json]
+
+Throughput is measured on ``--threads`` threads (default 1): crops/s of the held-out crops,
+and seconds per ``--image-size``² image for the checkpoint's own chain (what the cache and
+``diffiqa restore`` run).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ FAMILIES = {
     "blur": ["gaussian_blur", "lens_blur", "motion_blur"],
     "noise": ["white_noise", "white_noise_color_component", "impulse_noise", "multiplicative_noise"],
     "jpeg": ["jpeg", "jpeg2000"],
+    "exposure": ["brighten", "darken"],
+    "identity": ["identity"],
 }
 
 
@@ -64,11 +70,32 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def family_gain(result: dict, family: str) -> float | None:
-    """Mean PSNR gain over the crops of a family's types (weighted by their counts)."""
+def family_gain(result: dict, family: str, metric: str = "psnr") -> float | None:
+    """Mean gain over the crops of a family's types (weighted by their counts)."""
     parts = [v for k, v in result["per_distortion"].items() if k in FAMILIES[family]]
     n = sum(p["n"] for p in parts)
-    return sum(p["psnr_gain"] * p["n"] for p in parts) / n if n else None
+    return sum(p[f"{metric}_gain"] * p["n"] for p in parts) / n if n else None
+
+
+def family_count(result: dict, family: str) -> int:
+    return sum(v["n"] for k, v in result["per_distortion"].items() if k in FAMILIES[family])
+
+
+def seconds_per_image(net, cfg, size: int, repeats: int = 2) -> float:
+    """Wall time of the checkpoint's own chain on one size x size image (best of ``repeats``)."""
+    import time
+
+    from diffiqa.diffusion.samplers import sample_chain
+
+    chain = cfg.sampler
+    cond = torch.rand(1, 3, size, size) * 2 - 1
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _state in sample_chain(net, cond, chain.steps, chain.sampler, chain.t_start):
+            pass
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def fmt(v, spec=".2f"):
@@ -93,13 +120,17 @@ def main(argv=None) -> int:
     ap.add_argument("--t-start", default="1.0",
                     help="comma-separated chain starts: 1 = full chain from noise, < 1 = truncated (SDEdit) chain")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the whole benchmark (default 1)")
+    ap.add_argument("--image-size", type=int, default=500, help="side of the image timed with the checkpoint's chain (0 = skip)")
+    ap.add_argument("--types", default="", help="comma-separated types for pairs made here (default: the families' types)")
     ap.add_argument("--out", help="also write the results as JSON here")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     progress = not args.no_progress
+    torch.set_num_threads(args.threads)
     work = Path(args.work)
-    types = [t for fam in FAMILIES.values() for t in fam]
+    types = args.types.split(",") if args.types else [t for fam in FAMILIES.values() for t in fam]
     heldout_images = int(args.heldout_images) if args.heldout_images >= 1 else args.heldout_images
 
     ckpt = Path(args.checkpoint)
@@ -136,6 +167,7 @@ def main(argv=None) -> int:
                 net, distorted, pristine, meta, sampler=sampler, steps=int(steps), batch_size=args.batch_size,
                 seed=args.seed, progress=progress, t_start=t_start)
 
+    image_seconds = seconds_per_image(net, cfg, args.image_size) if args.image_size else None
     header = [
         f"command: {shlex.join([sys.executable.split('/')[-1], *sys.argv])}",
         f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
@@ -144,25 +176,31 @@ def main(argv=None) -> int:
         f"checkpoint: {ckpt} sha256 {sha256(ckpt)[:12]}, {count_parameters(net):,} parameters, "
         f"trained steps {extra.get('steps')}, crop {cfg.crop_size}, EMA {extra.get('ema')}",
         f"held-out pairs: {len(meta)} crops of {distorted.shape[-1]}² from {pairs_dir} "
-        f"({meta['source'].nunique()} images not in the training rows)",
+        f"({meta['source'].nunique()} images not in the training rows); crops per family: "
+        + ", ".join(f"{f} {family_count(next(iter(results.values())), f)}" for f in FAMILIES),
+        f"checkpoint's chain: {cfg.sampler.sampler}-{cfg.sampler.steps} from t={cfg.sampler.t_start:g}"
+        + (f"; {fmt(image_seconds)} s per {args.image_size}² image on {args.threads} thread(s)" if image_seconds else ""),
     ]
     if trained:
         header.append(f"trained here: {trained['steps']} steps in {trained['seconds']:.0f} s, final loss {fmt(trained['final_loss'], '.4f')}")
-    cols = ["sampler@t_start", "crops/s", "PSNR dist", "PSNR rest", "gain", "gain blur", "gain noise", "gain jpeg", "SSIM gain"]
+    cols = ["sampler@t_start", "crops/s", "PSNR dist", "PSNR rest", "gain", *(f"gain {f}" for f in FAMILIES), "SSIM gain",
+            *(f"SSIM {f}" for f in FAMILIES)]
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for spec, r in results.items():
         o = r["overall"]
         table.append("| " + " | ".join([
             spec.upper(), fmt(r["crops_per_s"], ".1f"), fmt(o["psnr_distorted"]), fmt(o["psnr_restored"]), fmt(o["psnr_gain"]),
             *(fmt(family_gain(r, f)) for f in FAMILIES), fmt(o["ssim_gain"], ".3f"),
+            *(fmt(family_gain(r, f, "ssim"), ".3f") for f in FAMILIES),
         ]) + " |")
     print("\n".join(header + [""] + table))
     print("\nPSNR in dB of the crop vs its pristine crop (mean over crops); gain = restored - distorted; "
-          "jpeg = jpeg + jpeg2000; crops/s counts sampling only; "
+          "jpeg = jpeg + jpeg2000, exposure = brighten + darken; crops/s counts sampling only; "
           "@t_start: the chain starts from the distorted crop noised to that level (1 = pure noise).")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps({"header": header, "results": results, "seconds_per_image": image_seconds},
+                                             indent=2) + "\n")
     return 0
 
 

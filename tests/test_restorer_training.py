@@ -192,3 +192,24 @@ def test_rotations_are_aligned():
     assert torch.equal(cond, x0)
     plain, _ = crop_batch(p, p, 16, 12, torch.Generator().manual_seed(1))
     assert not torch.equal(cond, plain)
+
+
+def test_package_restorer_from_a_train_state_is_float16_with_provenance(tmp_path):
+    from diffiqa.diffusion.checkpoint import SamplerSettings, package_restorer
+
+    cfg = tiny_cfg(steps=3, checkpoint_every=3)
+    train_restorer(None, tmp_path / "run", cfg, progress=False, pairs=tiny_pairs())
+    extra = package_restorer(tmp_path / "run" / "last.pt", tmp_path / "pkg.pt", SamplerSettings("ddim", 2, 0.2),
+                             {"data": {"n_train": 6}})
+    assert extra["steps"] == 3 and extra["ema"] and extra["data"] == {"n_train": 6}
+    raw = torch.load(tmp_path / "pkg.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
+    net, got, _ = load_restorer(tmp_path / "pkg.pt")
+    assert got.sampler == SamplerSettings("ddim", 2, 0.2)
+    ema, _, _ = load_restorer(tmp_path / "run" / "restorer.pt")  # the EMA weights training wrote
+    for (k, a), b in zip(net.state_dict().items(), ema.state_dict().values()):
+        if a.is_floating_point():
+            assert torch.allclose(a, b, atol=1e-2, rtol=1e-2), k
+    with pytest.raises(DiffiqaError, match="not a diffiqa restorer"):
+        torch.save({"kind": "other"}, tmp_path / "bad.pt")
+        package_restorer(tmp_path / "bad.pt", tmp_path / "x.pt")

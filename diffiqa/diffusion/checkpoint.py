@@ -120,3 +120,39 @@ def load_restorer(path: str | Path, map_location="cpu") -> tuple[ConditionalUNet
     net = ConditionalUNet(cfg.unet)
     net.load_state_dict(ckpt["state_dict"])
     return net.eval(), cfg, ckpt.get("extra", {})
+
+
+def package_restorer(src: str | Path, dst: str | Path, sampler: SamplerSettings | None = None,
+                     provenance: dict | None = None) -> dict:
+    """Write a shippable restorer: float16 weights, its config (with the chain it is meant to
+    run, ``sampler``, when given) and provenance (``extra``: steps, data, date, ... plus
+    ``provenance``). ``src``: a restorer checkpoint or a training state (``last.pt``; its EMA
+    weights when it has them). Returns the written ``extra``."""
+    src = Path(src)
+    try:
+        ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DiffiqaError(f"{src}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict):
+        raise DiffiqaError(f"{src}: not a diffiqa restorer checkpoint or training state")
+    if ckpt.get("kind") == KIND:
+        state, extra = ckpt["state_dict"], dict(ckpt.get("extra") or {})
+    elif ckpt.get("kind") == "diffiqa-restorer-train-state":
+        ema = ckpt.get("ema")
+        # AveragedModel keys: "module.<name>" plus its "n_averaged" counter.
+        state = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")} if ema else ckpt["model"]
+        extra = {"steps": int(ckpt["step"]), "ema": bool(ema)}
+    else:
+        raise DiffiqaError(f"{src}: not a diffiqa restorer checkpoint or training state (kind={ckpt.get('kind')!r})")
+    cfg = from_dict(RestorerConfig, ckpt["config"], where=f"{src}:config")
+    if sampler is not None:
+        cfg.sampler = sampler
+    net = ConditionalUNet(cfg.unet)
+    net.load_state_dict(state)  # checks the shapes before anything is written
+    half = {k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in net.state_dict().items()}
+    extra.update(provenance or {})
+    extra["parameters"] = sum(p.numel() for p in net.parameters())
+    out = {"format_version": FORMAT_VERSION, "kind": KIND, "config": to_dict(cfg), "state_dict": half, "extra": extra}
+    with atomic_path(dst) as tmp:
+        torch.save(out, tmp)
+    return extra
