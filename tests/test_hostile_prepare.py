@@ -207,3 +207,19 @@ def test_unreadable_image_is_not_called_corrupt(tmp_path, capsys, monkeypatch):
     rc, err = _run(capsys, root, tmp_path / "out")
     _one_line_error(rc, err, "img3.png: cannot read (Permission denied)")
     assert "corrupt" not in err
+
+
+@pytest.mark.parametrize("mangle,needle", [
+    (lambda text: text.replace("I01_01_01", "I01_01_01é").encode("cp1252"), "row 2: not UTF-8 text (byte 0xe9)"),
+    (lambda text: text.replace("\n", ",extra,fields\n", 3).replace(",extra,fields\n", "\n", 1).encode(),
+     "row 2: 6 fields but the header has 4"),
+    (lambda text: text.splitlines()[0].encode() + b"\n", "no data rows (only the header dist_img,ref_img,dmos,var)"),
+    (lambda text: b"", "empty file (0 bytes)"),
+])
+def test_published_csv_labels_fail_in_one_line_too(tmp_path, capsys, mangle, needle):
+    fx.write_kadid(tmp_path / "kadid")
+    labels = tmp_path / "kadid" / "dmos.csv"
+    labels.write_bytes(mangle(labels.read_text()))
+    rc = main(["prepare", "kadid10k", "--root", str(tmp_path / "kadid"), "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    _one_line_error(rc, capsys.readouterr().err.strip(), "dmos.csv", needle)

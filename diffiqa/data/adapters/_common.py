@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
@@ -25,6 +27,71 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise LabelError(f"{path}: {what} not found")
     return path
+
+
+def decode_utf8(path: Path) -> str:
+    """A label file's text; LabelError naming the file (and row) when it is unreadable, empty
+    or not UTF-8 (a byte-order mark is fine)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LabelError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not data.strip():
+        what = "empty file (0 bytes)" if not data else "only blank space"
+        raise LabelError(f"{path}: {what}; expected a header row and one row per image")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        row = data[: e.start].count(b"\n") + 1
+        raise LabelError(
+            f"{path}, row {row}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8 "
+            f"(from a Windows/Excel export: iconv -f cp1252 -t utf-8)") from None
+
+
+def read_csv_rows(path: Path, required=()) -> tuple[list[str], list[tuple[int, dict]]]:
+    """A UTF-8 CSV -> (header, [(row number, {column: text})]); row number = the line in the file.
+
+    Blank lines are skipped; missing trailing fields are empty; extra fields are a LabelError
+    naming file and row unless they are empty (spreadsheets often write trailing commas).
+    (pandas would silently turn the extra leading fields of such rows into an index.)
+    """
+    reader = csv.reader(io.StringIO(decode_utf8(path), newline=""))
+    rows: list[tuple[int, dict]] = []
+    header: list[str] | None = None
+    line = 0
+    try:
+        for fields in reader:
+            start, line = line + 1, reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            if header is None:
+                header = [f.strip() for f in fields]
+                dup = sorted({h for h in header if h and header.count(h) > 1})
+                if dup:
+                    raise LabelError(f"{path}, row {start}: column(s) {dup} appear more than once in the header")
+                missing = [c for c in required if c not in header]
+                if missing:
+                    raise LabelError(f"{path}: missing column(s) {missing}; found {header}")
+                continue
+            if any(f.strip() for f in fields[len(header):]):
+                raise LabelError(
+                    f"{path}, row {start}: {len(fields)} fields but the header has {len(header)} "
+                    f"(a comma inside a name? put the name in double quotes)")
+            values = dict(zip(header, fields))
+            rows.append((start, {c: values.get(c, "") for c in header}))
+    except csv.Error as e:
+        raise LabelError(f"{path}, row {line + 1}: cannot parse as CSV ({e})") from None
+    if header is None:
+        raise LabelError(f"{path}: only blank lines; expected a header row")
+    if not rows:
+        raise LabelError(f"{path}: no data rows (only the header {','.join(header)})")
+    return header, rows
+
+
+def read_csv_table(path: Path, required=()) -> pd.DataFrame:
+    """``read_csv_rows`` as a DataFrame of text columns, indexed by the row number in the file."""
+    header, rows = read_csv_rows(path, required)
+    return pd.DataFrame([r for _, r in rows], columns=header, index=[n for n, _ in rows])
 
 
 class FolderLookup:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffiqa.data.adapters._common import FolderLookup, frame, require_file, require_root
+from diffiqa.data.adapters._common import FolderLookup, frame, read_csv_table, require_file, require_root
 from diffiqa.data.distortions import DISTORTION_TYPES
 from diffiqa.data.index import require_columns
 from diffiqa.errors import LabelError
@@ -26,12 +26,12 @@ KADID_TYPES = tuple(DISTORTION_TYPES)
 def load_kadid10k(root: Path) -> pd.DataFrame:
     root = require_root(root)
     label_file = require_file(root / "dmos.csv", "label file")
-    table = pd.read_csv(label_file, dtype=str, keep_default_na=False)
+    table = read_csv_table(label_file)
     require_columns(table, ["dist_img", "ref_img", "dmos"], label_file)
     files = FolderLookup(root, "images")
     records = []
     for i, row in table.iterrows():
-        lineno = int(i) + 2  # line 1 is the header
+        lineno = int(i)  # the line in the file (read_csv_table's index)
         name = row["dist_img"].strip()
         parts = Path(name).stem.split("_")
         if len(parts) != 3 or not all(p.isdigit() for p in (parts[0][1:], parts[1], parts[2])):

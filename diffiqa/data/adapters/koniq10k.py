@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from diffiqa.data.adapters._common import FolderLookup, frame, require_file, require_root
+from diffiqa.data.adapters._common import FolderLookup, frame, read_csv_table, require_file, require_root
 from diffiqa.data.index import require_columns
 from diffiqa.errors import ConfigError
 
@@ -26,7 +26,7 @@ def load_koniq10k(root: Path, resolution: str | None = None) -> pd.DataFrame:
     elif resolution not in KONIQ_RESOLUTIONS:
         raise ConfigError(f"koniq10k: resolution {resolution!r} unknown; choose one of {list(KONIQ_RESOLUTIONS)}")
     label_file = require_file(root / "koniq10k_scores_and_distributions.csv", "label file")
-    table = pd.read_csv(label_file, dtype=str, keep_default_na=False)
+    table = read_csv_table(label_file)
     require_columns(table, ["image_name", "MOS"], label_file)
     files = FolderLookup(root, resolution)
     records = []
@@ -39,7 +39,7 @@ def load_koniq10k(root: Path, resolution: str | None = None) -> pd.DataFrame:
                 "content": rel,
                 "distortion": "authentic",
                 "mos_std": pd.to_numeric(row.get("SD", ""), errors="coerce"),
-                "label_row": int(i) + 2,  # line 1 is the header
+                "label_row": int(i),  # the line in the file (read_csv_table's index)
             }
         )
     return frame(records, label_file, higher_better=True)
