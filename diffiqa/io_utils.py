@@ -13,16 +13,17 @@ from pathlib import Path
 from diffiqa.errors import OutputError
 
 
-def _explain_os_error(path, e: OSError, after: str = "nothing was overwritten") -> OutputError:
+def explain_os_error(path, e: OSError, after: str = "nothing was overwritten") -> OutputError:
     if e.errno == errno.ENOSPC:
         return OutputError(f"{path}: no space left on device; {after}")
     if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return OutputError(f"{path}: cannot write here ({e.strerror}); {after}")
-    if e.errno == errno.ENOTDIR:
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: mkdir found a file where a folder goes
         return OutputError(f"{path}: a parent of this path is a file, not a folder; {after}")
     if e.errno == errno.EISDIR:
         return OutputError(f"{path}: is a folder, not a file; {after}")
     return OutputError(f"{path}: write failed ({e.strerror or e}); {after}")
+
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -43,7 +44,7 @@ def _probe_folder(folder: Path, path: Path, what: str) -> None:
     except FileExistsError:
         raise OutputError(f"{what} {path}: {folder} is a file, not a folder") from None
     except OSError as e:
-        raise _explain_os_error(f"{what} {path}", e, after="nothing was done") from None
+        raise explain_os_error(f"{what} {path}", e, after="nothing was done") from None
 
 
 def check_output_file(path: str | os.PathLike, what: str = "output", inputs=()) -> Path:
@@ -84,7 +85,7 @@ def atomic_path(path: str | os.PathLike):
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=p.parent, prefix=f".{p.name}.")) / p.name
     except OSError as e:
-        raise _explain_os_error(p, e) from None
+        raise explain_os_error(p, e) from None
     try:
         yield tmp
         if p.is_dir() and not p.is_symlink():
@@ -96,7 +97,7 @@ def atomic_path(path: str | os.PathLike):
         else:
             os.replace(tmp, p)
     except OSError as e:
-        raise _explain_os_error(p, e) from None
+        raise explain_os_error(p, e) from None
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 

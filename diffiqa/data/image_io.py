@@ -105,7 +105,9 @@ def _load(p: Path, min_size: int | None) -> np.ndarray:
         if "truncated" in msg.lower():
             raise ImageError(f"{p}: truncated image data ({msg})") from None
         raise ImageError(f"{p}: corrupt image data ({msg})") from None
-    except (SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{p}: image too large to load ({e})") from None
+    except (SyntaxError, ValueError) as e:
         raise ImageError(f"{p}: corrupt image data ({e})") from None
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.size == 0:
         raise ImageError(f"{p}: unexpected decoded shape {arr.shape}")
@@ -117,19 +119,33 @@ def _load(p: Path, min_size: int | None) -> np.ndarray:
 
 def save_image(path: str | os.PathLike, image: np.ndarray, **save_kwargs) -> None:
     """Write (H, W, 3) uint8 (or float in [0,1]) atomically: temp file in the same folder + rename."""
+    from diffiqa.errors import OutputError
+    from diffiqa.io_utils import explain_os_error
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_dir():
+        raise OutputError(f"{p}: is a folder, not a file; nothing was overwritten")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise explain_os_error(p, e) from None
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     fmt = Image.registered_extensions().get(p.suffix.lower())
     if fmt is None:
         raise ImageError(f"{p}: unknown image suffix {p.suffix!r}")
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as e:
+        raise explain_os_error(p, e) from None
     os.close(fd)
     try:
         Image.fromarray(arr).save(tmp, format=fmt, **save_kwargs)
         os.replace(tmp, p)
+    except OSError as e:  # full disk, read-only: one line, the old file (if any) untouched
+        Path(tmp).unlink(missing_ok=True)
+        raise explain_os_error(p, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
