@@ -1,5 +1,6 @@
-"""Named restorer configurations (presets; a params *profile* picks one by name): ``demo`` (minutes on 2 CPU cores), ``cpu`` (the best 2 cores
-pre-train in ~20-30 min), ``paper`` (SR3 sizes for a GPU worker)."""
+"""Named restorer configurations (presets; a params *profile* picks one by name): ``demo``
+(minutes on 2 CPU cores), ``cpu`` (hours on one thread, shipped pre-trained as
+diffiqa/assets/default_restorer.pt), ``paper`` (SR3 sizes for a GPU worker)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from diffiqa.errors import ConfigError
 
 
 def _demo() -> RestorerConfig:
-    # ~0.1 s/step on 2 idle cores (measured): 400 steps in about a minute.
+    # ~0.1 s/step on 2 idle cores (measured): 400 steps in about a minute. Trained like the
+    # cpu preset (residual prediction, levels and start states of the truncated chain).
     unet = UNetConfig(base_channels=16, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(16,),
-                      attn_reference_size=32, dropout=0.0, norm="group", groups=8)
+                      attn_reference_size=32, dropout=0.0, norm="group", groups=8, prediction="residual")
     return RestorerConfig(unet=unet, crop_size=32, batch_size=16, lr=2e-4, steps=400, loss="l1",
-                          ema_decay=0.0, checkpoint_every=100, seed=0)
+                          ema_decay=0.0, checkpoint_every=100, seed=0, t_max=0.35, full_range_share=0.2,
+                          distorted_start=0.5, mixed_start=0.25, rotate=True,
+                          sampler=SamplerSettings(sampler="ddim", steps=2, t_start=0.2))
 
 
 def _cpu() -> RestorerConfig:
@@ -37,7 +41,8 @@ def _paper() -> RestorerConfig:
     unet = UNetConfig(base_channels=64, channel_mults=(1, 2, 4, 8, 8), res_blocks=2, attn_resolutions=(16,),
                       attn_reference_size=128, dropout=0.2, norm="batch", groups=32)
     return RestorerConfig(unet=unet, crop_size=64, batch_size=16, lr=1e-4, steps=500_000, loss="l1",
-                          ema_decay=0.9999, checkpoint_every=5000, seed=0)
+                          ema_decay=0.9999, checkpoint_every=5000, seed=0,
+                          sampler=SamplerSettings(sampler="ddpm", steps=50, t_start=1.0))
 
 
 PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper}
