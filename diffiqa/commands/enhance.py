@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-DEFAULT_CHECKPOINT = "models/restorer/restorer.pt"
+import math
 
 
 def parse_priors(specs: list[str]) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -18,6 +17,8 @@ def parse_priors(specs: list[str]) -> tuple[tuple[str, ...], tuple[float, ...]]:
             weights.append(float(w) if w else 1.0)
         except ValueError:
             raise ConfigError(f"--prior {spec!r}: weight {w!r} is not a number") from None
+        if not math.isfinite(weights[-1]) or weights[-1] < 0:
+            raise ConfigError(f"--prior {spec!r}: the weight must be a finite number >= 0")
         names.append(name)
     return tuple(names), tuple(weights)
 
@@ -27,26 +28,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "enhance",
         help="enhance images by maximising an NR-IQA prior in the restorer's diffusion latent",
         description=(
-            "MAP estimate x* = G(z*), z* = argmax lam*Q(G(z)) - ||G(z)-y||^2/(2 sigma^2), z0 = G^-1(y), "
-            "G = the restorer's deterministic DDIM/EDICT chain conditioned on the input. Writes "
-            "<stem>_enhanced.png, trajectory_<stem>.csv and trajectory_<stem>.png into --out. "
-            "Two or more --prior = fusion (z-scored on a reference set, weighted)."
+            "MAP estimate x* = G(z*), z* = argmax lam*Q(G(z)) - ||G(z)-y||^2/(2 sigma^2) with PSNR(G(z), y) >= "
+            "--min-psnr, z0 = G^-1(y), G = the restorer's deterministic EDICT/DDIM chain conditioned on the input. "
+            "Every prior is on one 0-100 MOS scale (fitted on CLIVE). Prints the map's generativity gate for each "
+            "image; when it fails, the output is a pixel-space attack on the prior, not an enhancement. Writes "
+            "<stem>_enhanced.png, trajectory_<stem>.csv/.png and gate.json into --out. Works outside a project "
+            "with the packaged restorer and scorer. Two or more --prior = fusion (weighted mean)."
         ),
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     p.add_argument("--prior", action="append", required=True, metavar="NAME[:WEIGHT]",
                    help="niqe | brisque | restoration_gap | diffiqa; repeat for fusion")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"restorer checkpoint (default {DEFAULT_CHECKPOINT})")
-    p.add_argument("--scorer-checkpoint", default=None, help="scorer checkpoint for the diffiqa prior")
-    p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--steps", type=int, default=4, help="sampler steps of the invertible map")
-    p.add_argument("--lam", type=float, default=1.0, help="prior weight lambda")
-    p.add_argument("--sigma", type=float, default=0.05, help="per-pixel fidelity noise level; smaller = closer to input")
-    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--checkpoint", default=None,
+                   help="restorer checkpoint (default: models/restorer/restorer.pt if present, else the packaged one)")
+    p.add_argument("--scorer-checkpoint", default=None,
+                   help="scorer for the diffiqa prior (default: newest in models/scorer, else the packaged one)")
+    p.add_argument("--iterations", type=int, default=20, help="trust-region steps")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps of the map (default: the restorer's)")
+    p.add_argument("--t-start", type=float, default=None, help="noise level the map starts from (default: the restorer's)")
+    p.add_argument("--lam", type=float, default=1.0, help="prior weight lambda (prior in MOS points)")
+    p.add_argument("--sigma", type=float, default=0.02, help="per-pixel fidelity noise level; smaller = closer to input")
+    p.add_argument("--min-psnr", type=float, default=30.0, help="fidelity floor: PSNR to the input, dB (0 = none)")
+    p.add_argument("--step-db", type=float, default=46.0, help="first step's image change, as a PSNR (dB)")
     p.add_argument("--inversion", choices=["ddim", "edict"], default="edict")
-    p.add_argument("--t-start", type=float, default=0.5, help="noise level the chain starts from (1 = full chain)")
-    p.add_argument("--patience", type=int, default=10, help="early-stop patience (0 = off)")
+    p.add_argument("--patience", type=int, default=4, help="stop after this many rejected steps in a row (0 = never)")
     p.add_argument("--max-side", type=int, default=0, help="downscale so the longer side is at most this (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
@@ -60,11 +66,13 @@ def run(args) -> int:
     from diffiqa.enhance.map import EnhanceParams
 
     names, weights = parse_priors(args.prior)
-    params = EnhanceParams(prior=names, weights=weights, lam=args.lam, sigma=args.sigma, lr=args.lr,
-                           iterations=args.iterations, steps=args.steps, early_stop_patience=args.patience,
-                           inversion=args.inversion, t_start=args.t_start, seed=args.seed, max_side=args.max_side)
+    params = EnhanceParams(prior=names, weights=weights, lam=args.lam, sigma=args.sigma, min_psnr=args.min_psnr,
+                           step_db=args.step_db, iterations=args.iterations, steps=args.steps,
+                           early_stop_patience=args.patience, inversion=args.inversion, t_start=args.t_start,
+                           seed=args.seed, max_side=args.max_side)
+    params.validate()  # before any model is loaded
     for s in enhance_images(args.images, args.out, params, args.checkpoint, args.scorer_checkpoint,
                             progress=not args.no_progress, device=args.device):
-        print(f"{s['image']} -> {s['enhanced']}  Q {s['Q_start']:.4g} -> {s['Q_best']:.4g}, "
+        print(f"{s['image']} -> {s['enhanced']}  Q {s['Q_start']:.4g} -> {s['Q_best']:.4g} (0-100), "
               f"PSNR to input {s['psnr_to_input']:.2f} dB ({s['iterations']} iterations)")
     return 0

@@ -20,38 +20,50 @@ log = logging.getLogger(__name__)
 
 # The U-Net halves the size at each level; sides are cut down to a multiple of this.
 SIDE_MULTIPLE = 16
+PROJECT_RESTORER = "models/restorer/restorer.pt"
+# The restoration gap's chain: a truncated one (input noised to 0.3), fixed so that the prior's
+# calibration (fitted with the same chain) holds whatever chain the map runs.
+GAP_T_START = 0.3
 
 
-def build_objective_prior(params: EnhanceParams, restorer_net, scorer_checkpoint=None, out_dir: Path | None = None):
-    """One prior, or a calibrated ``FusedPrior`` for two or more (its normalisation written to
-    ``out_dir/fusion_normalisation.json``)."""
+def build_objective_prior(params: EnhanceParams, restorer_net, scorer_checkpoint=None, restorer_sha256=None,
+                          scorer_sha256=None, gap_t_start: float = GAP_T_START):
+    """One bounded prior (0-100 MOS scale), or a ``FusedPrior`` (weighted mean) for two or more."""
     from diffiqa.enhance.priors import build_prior
 
+    shas = {"restoration_gap": restorer_sha256, "diffiqa": scorer_sha256}
     priors = [build_prior(n, restorer_net=restorer_net, scorer_checkpoint=scorer_checkpoint,
-                          gap_steps=params.gap_steps, seed=params.seed) for n in params.prior]
+                          gap_steps=params.gap_steps, seed=params.seed, model_sha256=shas.get(n),
+                          gap_t_start=gap_t_start) for n in params.prior]
     if len(priors) == 1:
         return priors[0]
-    from diffiqa.enhance.priors.fusion import FusedPrior, reference_images
+    from diffiqa.enhance.priors.fusion import FusedPrior
 
-    fused = FusedPrior(priors, params.weights)
-    table = fused.calibrate(reference_images(params.reference_size, params.seed))
-    log.info("fusion normalisation on the scikit-image reference set: %s", table)
-    if out_dir is not None:
-        write_json_atomic(Path(out_dir) / "fusion_normalisation.json", table)
-    return fused
+    return FusedPrior(priors, params.weights)
 
 
-def prepare_input(image: np.ndarray, max_side: int = 0) -> torch.Tensor:
+def min_side(prior) -> int:
+    """The smallest image side ``prior`` can score (NIQE: its patch size; fusion: the largest)."""
+    members = getattr(prior, "priors", [prior])
+    sides = [int(getattr(getattr(m, "raw", m), "patch_size", 0) or 0) for m in members]
+    return max([SIDE_MULTIPLE] + sides)
+
+
+def prepare_input(image: np.ndarray, max_side: int = 0, smallest: int = SIDE_MULTIPLE, name: str = "image") -> torch.Tensor:
     """(H,W,3) uint8 -> (1,3,H',W') float in [0,1]: optionally downscaled (antialiased) so the
-    longer side is <= max_side, then cut to multiples of ``SIDE_MULTIPLE`` (top-left kept)."""
+    longer side is <= max_side, then cut to multiples of ``SIDE_MULTIPLE`` (top-left kept).
+    Raises ``ConfigError`` naming ``name`` when a side ends up under ``smallest`` px."""
+    if max_side < 0:
+        raise ConfigError(f"max_side must be >= 0 (0 = full size), got {max_side}")
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
     if max_side and max(x.shape[-2:]) > max_side:
         scale = max_side / max(x.shape[-2:])
         size = [max(SIDE_MULTIPLE, round(s * scale)) for s in x.shape[-2:]]
         x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
     h, w = (s // SIDE_MULTIPLE * SIDE_MULTIPLE for s in x.shape[-2:])
-    if h == 0 or w == 0:
-        raise ConfigError(f"image {tuple(x.shape[-2:])} is smaller than {SIDE_MULTIPLE} px")
+    if min(h, w) < smallest:
+        raise ConfigError(f"{name}: {image.shape[1]}x{image.shape[0]} px ({w}x{h} after --max-side and cutting to "
+                          f"multiples of {SIDE_MULTIPLE}) is smaller than the {smallest} px the prior needs")
     return x[..., :h, :w].contiguous()
 
 
@@ -76,42 +88,77 @@ def plot_trajectory(traj: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint, scorer_checkpoint=None,
-                   progress: bool = True, device=None) -> list[dict]:
-    """Enhance each image of ``paths`` (files or folders) with the restorer ``checkpoint``.
+def find_restorer_checkpoint(checkpoint=None) -> Path:
+    """The restorer to enhance with: the one given, else the project's ``models/restorer/
+    restorer.pt`` in the current directory, else the packaged default restorer."""
+    from diffiqa.api import DEFAULT_RESTORER
+
+    if checkpoint is not None:
+        p = Path(checkpoint)
+        if not p.is_file():
+            raise ConfigError(f"{p}: restorer checkpoint not found")
+        return p
+    for p in (Path(PROJECT_RESTORER), DEFAULT_RESTORER):
+        if p.is_file():
+            return p
+    raise ConfigError(f"no restorer: neither {PROJECT_RESTORER} nor the packaged {DEFAULT_RESTORER} exists; pass --checkpoint")
+
+
+def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, scorer_checkpoint=None,
+                   progress: bool = True, device=None, report=print) -> list[dict]:
+    """Enhance each image of ``paths`` (files or folders) with the restorer ``checkpoint``
+    (None: the project's, else the packaged one; the ``diffiqa`` prior likewise uses the
+    packaged scorer when ``scorer_checkpoint`` is None and there is none in ``models/scorer``).
 
     Writes into ``out_dir``: ``<stem>_enhanced.png``, ``trajectory_<stem>.csv`` (iteration, Q,
-    fidelity, objective, psnr_to_input), ``trajectory_<stem>.png``, and ``params.json``.
+    fidelity, objective, psnr_to_input, accepted, radius), ``trajectory_<stem>.png``,
+    ``params.json`` and ``gate.json``. ``report`` gets the generativity gate's line per image.
     Returns one summary dict per image.
     """
     from diffiqa.config import to_dict
     from diffiqa.diffusion.training import load_restorer
+    from diffiqa.enhance.chain import chain_settings
+    from diffiqa.restore import file_sha256
 
     params.validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     files = iter_image_files(paths)
     if not files:
         raise ConfigError(f"no image files in {list(map(str, paths))}")
+    checkpoint = find_restorer_checkpoint(checkpoint)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    net, _cfg, _extra = load_restorer(checkpoint)
+    net, cfg, extra = load_restorer(checkpoint)
     net = net.to(dev)
-    prior = build_objective_prior(params, net, scorer_checkpoint, out).to(dev)
-    write_json_atomic(out / "params.json", {"checkpoint": str(checkpoint), **to_dict(params)})
-    summaries = []
-    for path in files:
-        y = prepare_input(load_image(path), params.max_side).to(dev)
-        result = enhance(y, net, prior, params, progress=progress)
+    t_start, steps = chain_settings(cfg, extra)
+    t_start, steps = params.t_start or t_start, params.steps or steps
+    scorer_sha = None
+    if "diffiqa" in params.prior:
+        from diffiqa.api import find_checkpoint
+
+        scorer_checkpoint = find_checkpoint(scorer_checkpoint)
+        scorer_sha = file_sha256(scorer_checkpoint)
+    prior = build_objective_prior(params, net, scorer_checkpoint, file_sha256(checkpoint), scorer_sha).to(dev)
+    smallest = min_side(prior)
+    images = [(path, prepare_input(load_image(path), params.max_side, smallest, str(path))) for path in files]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "params.json", {"checkpoint": str(checkpoint), "chain": {"t_start": t_start, "steps": steps},
+                                            **to_dict(params)})
+    summaries, gates = [], {}
+    for path, y in images:
+        result = enhance(y.to(dev), net, prior, params, progress=progress, steps=steps, t_start=t_start)
         stem = Path(path).stem
+        report(f"{path}: {result.gate.line()}")
+        gates[str(path)] = result.gate.as_dict()
         save_image(out / f"{stem}_enhanced.png", result.image[0].permute(1, 2, 0).cpu().numpy())
         traj = pd.DataFrame(result.trajectory)
         with atomic_path(out / f"trajectory_{stem}.csv") as tmp:
             traj.to_csv(tmp, index=False)
         plot_trajectory(traj, out / f"trajectory_{stem}.png", f"{stem}: {getattr(prior, 'name', 'prior')}")
-        first, best = traj.iloc[0], traj.loc[traj["objective"].idxmax()]
+        first, best = traj.iloc[0], traj[traj["accepted"]].iloc[-1]
         summaries.append({"image": str(path), "enhanced": str(out / f"{stem}_enhanced.png"),
                           "iterations": int(traj["iteration"].iloc[-1]), "Q_start": float(first["Q"]),
                           "Q_best": float(best["Q"]), "psnr_to_input": float(best["psnr_to_input"]),
-                          "round_trip_psnr": result.round_trip_psnr})
+                          "round_trip_psnr": result.round_trip_psnr, "gate_passed": result.gate.passed})
         log.info("%s: Q %.4g -> %.4g, PSNR to input %.2f dB", path, first["Q"], best["Q"], best["psnr_to_input"])
+    write_json_atomic(out / "gate.json", gates)
     return summaries

@@ -7,20 +7,25 @@ at y itself (G(G^-1(y)) ~ y), while moving z moves the output along images the r
 plausible for that input. The alternative, an unconditional model of pristine crops, would be
 a second network to train and would not know which image it is meant to stay near.
 
-Two forms, on the time grid ``t_start * sampling_timesteps(steps)`` followed by t = 0
-(``t_start`` < 1 starts the chain partly noised, SDEdit-like, and keeps the latent close to
-the image; 1 is the full chain):
+Two forms, on samplers' time grid ``time_grid(steps, t_start)`` (t_start ... 0; ``t_start``
+< 1 starts the chain partly noised, SDEdit-like; 1 is the full chain):
 - ``"ddim"``: deterministic DDIM (eta = 0, no x0 clipping) sampling, and its first-order
   inversion (``ddim_invert_step``). The latent is (N,3,H,W). Inversion is approximate: eps is
   evaluated at the wrong end of each step, so the round trip loses a little (measured PSNR).
 - ``"edict"``: EDICT (Wallace, Gokul & Naik, CVPR 2023): two coupled sequences (x, y) updated
   in turn, each from the other's noise prediction, then mixed with weight p (0.93). Every
   update is an affine map whose inverse is written out, so inversion is exact up to float
-  rounding. The latent is the pair, stacked: (2,N,3,H,W).
+  rounding. The inverted pair is stored as (x_T, d = y_T - x_T) and the *tied* pair
+  (z, z + d) is generated: the optimiser moves one latent z of shape (N,3,H,W), both
+  sequences move together, as in the paper. (Moving x_T and y_T independently pushes the
+  two sequences apart, and EDICT's mixing layer amplifies that difference into
+  high-frequency noise: the "pixel space in disguise" of issue 13.)
 
-``generate`` keeps autograd on, with ``torch.utils.checkpoint`` around each sampler step so the
-memory held for the backward pass is one step's activations (+ the step inputs), whatever
-the number of steps. The network's weights are never changed here.
+The sampler's grid and single steps come from ``diffiqa.diffusion.samplers`` through
+``enhance.chain`` (samplers' own loop runs without autograd). ``generate`` keeps autograd on,
+with ``torch.utils.checkpoint`` around each sampler step so the memory held for the backward
+pass is one step's activations (+ the step inputs), whatever the number of steps. The
+network's weights are never changed here.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint as checkpoint_step
 
-from diffiqa.diffusion.samplers import ddim_invert_step, ddim_step, to_model_space
-from diffiqa.diffusion.schedule import cosine_alpha_bar, sampling_timesteps
+from diffiqa.diffusion.samplers import to_model_space
+from diffiqa.enhance.chain import affine_down, affine_up, ddim_down, ddim_up, eps_at, time_grid
 from diffiqa.errors import ConfigError
 
 METHODS = ("ddim", "edict")
@@ -38,9 +43,10 @@ METHODS = ("ddim", "edict")
 class DiffusionMap:
     """G and G^-1 for one conditioning batch.
 
-    net: ``net(x_t, cond, gamma) -> eps``; cond01: (N,3,H,W) in [0,1] (the image y being
-    enhanced); steps: number of sampler steps k; method: "ddim" | "edict"; mix: EDICT's p;
-    t_start in (0,1]; use_checkpoint: checkpoint each step of ``generate``.
+    net: the restorer (``net(x_t, cond, gamma)``, any of samplers' prediction kinds); cond01:
+    (N,3,H,W) in [0,1] (the image y being enhanced); steps: number of sampler steps k;
+    method: "ddim" | "edict"; mix: EDICT's p; t_start in (0,1]; use_checkpoint: checkpoint
+    each step of ``generate``. The latent is (N,3,H,W) for both methods (EDICT: tied pair).
     """
 
     def __init__(self, net, cond01: torch.Tensor, steps: int, method: str = "ddim", t_start: float = 1.0,
@@ -51,6 +57,8 @@ class DiffusionMap:
             raise ConfigError(f"t_start must be in (0, 1], got {t_start}")
         if not 0.5 < mix < 1:
             raise ConfigError(f"EDICT mixing p must be in (0.5, 1), got {mix}")
+        if int(steps) < 1:
+            raise ConfigError(f"the map needs at least 1 sampler step, got {steps}")
         self.net = net
         self.cond = to_model_space(cond01)
         self.steps = int(steps)
@@ -58,26 +66,20 @@ class DiffusionMap:
         self.mix = float(mix)
         self.use_checkpoint = use_checkpoint
         self.invert_refine = invert_refine
+        self.t_start = float(t_start)
         # descending: ts[0] = t_start (noisiest) ... ts[steps] = 0 (clean)
-        self.ts = (sampling_timesteps(self.steps) * t_start).tolist() + [0.0]
+        self.ts = time_grid(self.steps, t_start)
+        self.tie = None  # EDICT: d = y_T - x_T of the inverted pair
 
     # -- one step each way -------------------------------------------------------------
     def _ddim_down(self, x, i):
-        return ddim_step(self.net, self.cond, x, self.ts[i], self.ts[i + 1], eta=0.0, clip_x0=False)[0]
-
-    def _edict_coeffs(self, i, like):
-        ab = cosine_alpha_bar(self.ts[i]).to(like.device, like.dtype)
-        ab_next = cosine_alpha_bar(self.ts[i + 1]).to(like.device, like.dtype)
-        a = (ab_next / ab).sqrt()
-        b = (1 - ab_next).sqrt() - (ab_next * (1 - ab) / ab).sqrt()
-        return a, b, ab.sqrt().expand(like.shape[1])
+        return ddim_down(self.net, self.cond, x, self.ts[i], self.ts[i + 1])
 
     def _edict_down(self, pair, i):
         x, y = pair[0], pair[1]
-        a, b, gamma = self._edict_coeffs(i, pair)
-        p = self.mix
-        x_mid = a * x + b * self.net(y, self.cond, gamma)
-        y_mid = a * y + b * self.net(x_mid, self.cond, gamma)
+        t, t_next, p = self.ts[i], self.ts[i + 1], self.mix
+        x_mid = affine_down(eps_at(self.net, self.cond, y, t), self.cond, x, t, t_next)
+        y_mid = affine_down(eps_at(self.net, self.cond, x_mid, t), self.cond, y, t, t_next)
         x_new = p * x_mid + (1 - p) * y_mid
         y_new = p * y_mid + (1 - p) * x_new
         return torch.stack([x_new, y_new])
@@ -85,33 +87,39 @@ class DiffusionMap:
     def _edict_up(self, pair, i):
         """Exact inverse of ``_edict_down(., i)``."""
         x_new, y_new = pair[0], pair[1]
-        a, b, gamma = self._edict_coeffs(i, pair)
-        p = self.mix
+        t, t_next, p = self.ts[i], self.ts[i + 1], self.mix
         y_mid = (y_new - (1 - p) * x_new) / p
         x_mid = (x_new - (1 - p) * y_mid) / p
-        y = (y_mid - b * self.net(x_mid, self.cond, gamma)) / a
-        x = (x_mid - b * self.net(y, self.cond, gamma)) / a
+        y = affine_up(eps_at(self.net, self.cond, x_mid, t), self.cond, y_mid, t, t_next)
+        x = affine_up(eps_at(self.net, self.cond, y, t), self.cond, x_mid, t, t_next)
         return torch.stack([x, y])
 
     # -- the map ---------------------------------------------------------------------------
     @torch.no_grad()
     def invert(self, image01: torch.Tensor) -> torch.Tensor:
-        """G^-1: (N,3,H,W) in [0,1] -> latent z ((N,3,H,W) for ddim, (2,N,3,H,W) for edict)."""
+        """G^-1: (N,3,H,W) in [0,1] -> latent z (N,3,H,W) (EDICT: x_T; y_T - x_T kept as the tie)."""
         x = to_model_space(image01)
         if self.method == "ddim":
             for i in reversed(range(self.steps)):
-                x = ddim_invert_step(self.net, self.cond, x, self.ts[i + 1], self.ts[i], clip_x0=False,
-                                     refine_iters=self.invert_refine)[0]
+                x = ddim_up(self.net, self.cond, x, self.ts[i + 1], self.ts[i], refine_iters=self.invert_refine)
             return x
         pair = torch.stack([x, x])
         for i in reversed(range(self.steps)):
             pair = self._edict_up(pair, i)
-        return pair
+        self.tie = (pair[1] - pair[0]).detach()
+        return pair[0]
+
+    def _start(self, z: torch.Tensor) -> torch.Tensor:
+        if self.method == "ddim":
+            return z
+        if self.tie is None:
+            raise ConfigError("EDICT map: call invert() first (it fixes the tie between the pair)")
+        return torch.stack([z, z + self.tie])
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """G: latent -> (N,3,H,W) image space, (x+1)/2 *unclamped* (clamp where pixels are needed)."""
+        """G: latent (N,3,H,W) -> (N,3,H,W) image space, (x+1)/2 *unclamped* (clamp where pixels are needed)."""
         step = self._ddim_down if self.method == "ddim" else self._edict_down
-        state = z
+        state = self._start(z)
         for i in range(self.steps):
             if self.use_checkpoint and torch.is_grad_enabled():
                 state = checkpoint_step(step, state, i, use_reentrant=False)

@@ -1,9 +1,12 @@
 """BRISQUE-style prior: the 36 NSS features of the whole image -> a small MLP -> quality.
 
-Trained on human opinion scores (the shipped asset ``brisque_clive.npz``: CLIVE, the 627
-JPEG test-phase images of ../shared/data/clive, MOS 0-100, 80% train / 20% held out; see
-``benchmarks/fit_nss_priors.py`` for the held-out SRCC). The original BRISQUE uses an SVR;
-an MLP in torch keeps the prior differentiable with respect to the pixels.
+Trained on human opinion scores (the shipped asset ``brisque_clive.npz``: crops of CLIVE's
+split-1 training images at the size the enhancement uses, MOS 0-100; see
+``benchmarks/fit_nss_priors.py`` for the held-out SRCC on the split's test images). The MLP
+is trained *through* ``100 * sigmoid(.)`` so its MOS prediction is bounded (an unbounded MLP
+was pushed to absurd scores by adversarial noise); ``forward`` returns the logit (the raw
+score) and ``build_prior`` applies the sigmoid (calibration entry a = 0, b = 1). The original
+BRISQUE uses an SVR; an MLP in torch keeps the prior differentiable with respect to the pixels.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def regressor_to_arrays(reg: nn.Sequential, feat_mean, feat_std, extra: dict) ->
 
 
 class BRISQUEPrior(nn.Module):
-    """Predicted MOS (higher = better). ``forward((N,3,H,W) in [0,1]) -> (N,)``."""
+    """The MLP's logit of MOS/100 (higher = better). ``forward((N,3,H,W) in [0,1]) -> (N,)``."""
 
     lower_better = False
     name = "brisque"
@@ -56,6 +59,7 @@ class BRISQUEPrior(nn.Module):
         self.register_buffer("feat_mean", torch.from_numpy(data["feat_mean"]).double())
         self.register_buffer("feat_std", torch.from_numpy(data["feat_std"]).double())
         self.trained_on = str(data["trained_on"]) if "trained_on" in data else "unknown"
+        self.crop_size = int(data["crop_size"]) if "crop_size" in data else 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats = nss.image_features(images.double())

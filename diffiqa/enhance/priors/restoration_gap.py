@@ -1,9 +1,11 @@
 """Restoration gap (training-free): how far our restorer wants to move the image.
 
 Q(x) = -||R(x) - x||^2 / (H W), R = one deterministic DDIM restoration (eta 0, ``steps``
-steps, a fixed seeded start noise so Q is a function of x alone) conditioned on x. A pristine
-image is a fixed point of a good restorer (gap ~ 0); a degraded one is moved. Gradients flow
-through the condition of every sampler step (each step checkpointed).
+steps) conditioned on x, on the restorer's own chain: from x noised to ``t_start`` with a
+fixed seeded noise (so Q is a function of x alone), or from that noise alone at t_start = 1.
+A pristine image is a fixed point of a good restorer (gap ~ 0); a degraded one is moved.
+Gradients flow through the start state and the condition of every sampler step (each step
+checkpointed). The grid, the start state and the steps are samplers' (via ``enhance.chain``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as checkpoint_step
 
-from diffiqa.diffusion.samplers import ddim_step, to_image_space, to_model_space
-from diffiqa.diffusion.schedule import sampling_timesteps
+from diffiqa.diffusion.samplers import start_state, to_image_space, to_model_space
+from diffiqa.enhance.chain import ddim_step_clipped, time_grid
 
 
 class RestorationGapPrior(nn.Module):
@@ -22,21 +24,23 @@ class RestorationGapPrior(nn.Module):
     lower_better = False
     name = "restoration_gap"
 
-    def __init__(self, net: nn.Module, steps: int = 4, seed: int = 0):
+    def __init__(self, net: nn.Module, steps: int = 4, seed: int = 0, t_start: float = 1.0):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
         self.steps = int(steps)
         self.seed = int(seed)
+        self.t_start = float(t_start)
 
     def restore(self, images: torch.Tensor) -> torch.Tensor:
         """R(x): (N,3,H,W) in [0,1] -> (N,3,H,W) in [0,1]."""
         cond = to_model_space(images)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        x = torch.randn(images.shape, generator=gen, dtype=torch.float32).to(images.device, images.dtype)
-        ts = sampling_timesteps(self.steps).tolist() + [0.0]
+        noise = torch.randn(images.shape, generator=gen, dtype=torch.float32).to(images.device, images.dtype)
+        x = start_state(cond, noise, self.t_start)
+        ts = time_grid(self.steps, self.t_start)
 
         def step(x, cond, i):
-            return ddim_step(self.net, cond, x, ts[i], ts[i + 1], eta=0.0)[0]
+            return ddim_step_clipped(self.net, cond, x, ts[i], ts[i + 1])
 
         for i in range(self.steps):
             x = checkpoint_step(step, x, cond, i, use_reentrant=False) if torch.is_grad_enabled() else step(x, cond, i)

@@ -1,0 +1,98 @@
+"""The few pieces of the sampler the enhancement needs *with autograd on*, taken from
+``diffiqa.diffusion.samplers`` (the one place for the time grid and the DDIM step).
+
+samplers' chain loop (``sample_chain`` / ``ddim_sample``) runs under ``torch.no_grad()``, and
+the enhancement differentiates through the chain, so the loop over steps is written here; the
+grid, the single steps and the network-output conversion all come from samplers. The
+``getattr`` fall-backs keep this working against the samplers API before ``time_grid`` /
+``predict`` were public (the grid is then rebuilt from ``sampling_timesteps`` exactly as
+samplers builds it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffiqa.diffusion import samplers
+
+DEFAULT_T_START = 0.3  # when the restorer records no sampler settings of its own
+DEFAULT_STEPS = 4
+
+
+def time_grid(steps: int, t_start: float = 1.0) -> list[float]:
+    """Descending times t_start ... 0 (steps + 1 of them), samplers' grid."""
+    fn = getattr(samplers, "time_grid", None)
+    if fn is not None:
+        return list(fn(steps, t_start))
+    return samplers.sampling_timesteps(steps, t_start).tolist() + [0.0]
+
+
+def eps_at(net, cond: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
+    """The network's noise estimate at (x, t), whatever it predicts (eps, x0 or residual)."""
+    fn = getattr(samplers, "predict", None)
+    if fn is not None:
+        return fn(net, cond, x, t, False)[0]
+    from diffiqa.diffusion.schedule import noise_level
+
+    return net(x, cond, noise_level(t).to(x.device, x.dtype).expand(x.shape[0]))
+
+
+class FixedEps:
+    """A stand-in network that returns a given eps: turns samplers' DDIM step / inversion step
+    into the affine update x -> a x + b eps that EDICT applies with the *other* sequence's eps."""
+
+    prediction = "eps"
+
+    def __init__(self, eps: torch.Tensor):
+        self.eps = eps
+
+    def __call__(self, x, cond, gamma):
+        return self.eps
+
+
+def ddim_down(net, cond, x, t, t_next):
+    """One deterministic DDIM step t -> t_next < t (eta 0, no clipping), autograd on."""
+    return samplers.ddim_step(net, cond, x, t, t_next, eta=0.0, clip_x0=False)[0]
+
+
+def ddim_up(net, cond, x, t, t_next, refine_iters: int = 0):
+    """One DDIM inversion step t -> t_next > t."""
+    return samplers.ddim_invert_step(net, cond, x, t, t_next, clip_x0=False, refine_iters=refine_iters)[0]
+
+
+def affine_down(eps, cond, x, t, t_next):
+    """x -> a x + b eps: the DDIM update of x with a given eps (EDICT's half step)."""
+    return ddim_down(FixedEps(eps), cond, x, t, t_next)
+
+
+def affine_up(eps, cond, x_next, t, t_next):
+    """Exact inverse of ``affine_down(eps, cond, ., t, t_next)`` (t > t_next): x_next -> x."""
+    return ddim_up(FixedEps(eps), cond, x_next, t_next, t)
+
+
+def chain_settings(cfg=None, extra: dict | None = None) -> tuple[float, int]:
+    """(t_start, steps) of the restorer's own chain: ``cfg.sampler`` (a ``RestorerConfig``
+    that records its sampler settings), else ``extra["sampler"]`` / ``extra["t_start"]``,
+    else (DEFAULT_T_START, DEFAULT_STEPS). ``extra["steps"]`` is the *training* step count,
+    never used."""
+    extra = extra or {}
+    rec = getattr(cfg, "sampler", None)
+    if rec is not None and hasattr(rec, "t_start"):
+        t, n = rec.t_start, getattr(rec, "steps", None)
+    else:
+        sampler = extra.get("sampler") if isinstance(extra.get("sampler"), dict) else {}
+        t = sampler.get("t_start", extra.get("t_start"))
+        n = sampler.get("steps", extra.get("sampler_steps"))
+    try:
+        t = float(t) if t is not None else DEFAULT_T_START
+        n = int(n) if n is not None else DEFAULT_STEPS
+    except (TypeError, ValueError):
+        return DEFAULT_T_START, DEFAULT_STEPS
+    if not 0 < t <= 1 or n < 1:
+        return DEFAULT_T_START, DEFAULT_STEPS
+    return t, n
+
+
+def ddim_step_clipped(net, cond, x, t, t_next):
+    """One deterministic DDIM step with x0 clipped to [-1, 1], as restoration samples it."""
+    return samplers.ddim_step(net, cond, x, t, t_next, eta=0.0, clip_x0=True)[0]
