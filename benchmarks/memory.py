@@ -3,19 +3,24 @@
 Each (command, size) runs in a fresh process (``python -m diffiqa.cli ...``) on one synthetic
 image, so nothing is shared between measurements; the peak resident set size of that process
 is what the kernel reports when it is reaped (``os.wait4`` rusage ``ru_maxrss``: the same
-number as ``resource.getrusage(RUSAGE_CHILDREN)`` in a parent with this one child). A bare
-``python -c "import torch, diffiqa.api, diffiqa.restore"`` is measured too: the floor that
-imports alone cost. Memory, not speed, is measured: ``restore`` runs with few steps (memory
+number as ``resource.getrusage(RUSAGE_CHILDREN)`` in a parent with this one child). Linux
+carries the forking parent's resident size into the child's ``ru_maxrss`` (the high-water
+mark of the copied address space is kept across ``exec``), so this parent stays small: it
+imports no numpy (the images are drawn by a child), and ``python -c pass`` is measured as the
+offset that leaves. ``python -c "import torch, diffiqa.api, diffiqa.restore"`` is measured
+too: the floor that imports alone cost. Memory, not speed, is measured: ``restore`` runs with few steps (memory
 does not grow with the step count), and a run that passes ``--timeout`` is stopped and its
 peak so far reported (marked ">="): on the bounded paths the peak is reached on the first
-tile, long before.
+tile, long before. A run whose RSS passes ``--kill-above-mib`` is stopped too (">=" again):
+the machine is shared, and an unbounded path would take everyone's memory.
 
 The synthetic image is smooth random colour plus noise (a photo-like spectrum, deterministic
 per size) saved as PNG.
 
 Usage:
   OMP_NUM_THREADS=1 python benchmarks/memory.py [--sizes 128x128,512x512,1024x1024,2048x2048,4000x3000]
-      [--commands score,restore] [--restore-steps 2] [--timeout 900] [--model F] [--checkpoint F]
+      [--commands score,restore] [--restore-steps 2] [--timeout 900] [--kill-above-mib 6144]
+      [--model F] [--checkpoint F]
       [--device cpu] [--out benchmarks/results/memory.json]
 """
 
@@ -50,28 +55,47 @@ def synthetic_image(path: Path, width: int, height: int, seed: int = 0) -> None:
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path)
 
 
-def peak_rss(cmd: list[str], env: dict, timeout: float) -> dict:
-    """Run ``cmd``; its peak RSS in MiB (Linux reports ru_maxrss in KiB), seconds, exit code."""
+def _rss_mib(pid: int) -> float:
+    """Current resident set size of ``pid`` (Linux /proc), 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def peak_rss(cmd: list[str], env: dict, timeout: float, kill_above_mib: float) -> dict:
+    """Run ``cmd``; its peak RSS in MiB (Linux reports ru_maxrss in KiB), seconds, exit code.
+
+    Stopped after ``timeout`` seconds, or as soon as its RSS passes ``kill_above_mib`` (the
+    machine is shared: an unbounded path must not take everyone's memory); ``stopped`` says why.
+    """
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    timed_out = False
+    stopped = ""
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if time.monotonic() - start > timeout:
+            stopped = f"timeout {timeout:g} s"
+        elif _rss_mib(proc.pid) > kill_above_mib:
+            stopped = f"RSS above {kill_above_mib:g} MiB"
+        if stopped:
             proc.kill()
             pid, status, usage = os.wait4(proc.pid, 0)
-            timed_out = True
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     err = proc.stderr.read().decode(errors="replace").strip().splitlines()
     proc.stderr.close()
     return {
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "seconds": round(time.monotonic() - start, 1),
         "exit_code": os.waitstatus_to_exitcode(status),
-        "timed_out": timed_out,
+        "stopped": stopped,
         "stderr_tail": err[-1] if err else "",
     }
 
@@ -82,12 +106,19 @@ def main(argv=None) -> int:
     ap.add_argument("--commands", default="score,restore")
     ap.add_argument("--restore-steps", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run before it is stopped")
+    ap.add_argument("--kill-above-mib", type=float, default=6144.0,
+                    help="stop a run whose RSS passes this (default 6 GiB; the machine is shared)")
     ap.add_argument("--model", default=None, help="scorer for score (default: the command's own default)")
     ap.add_argument("--checkpoint", default=None,
                     help="restorer for restore (default: models/restorer/restorer.pt here, else the packaged one)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "memory.json"))
+    ap.add_argument("--make-image", nargs=3, metavar=("PATH", "W", "H"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.make_image:  # the child that draws an image (numpy stays out of the measuring parent)
+        path, w, h = args.make_image
+        synthetic_image(Path(path), int(w), int(h))
+        return 0
 
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     commands = [c.strip() for c in args.commands.split(",") if c.strip()]
@@ -99,12 +130,13 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="diffiqa-memory-") as tmp:
         tmp = Path(tmp)
-        floor = peak_rss([py, "-c", "import torch, diffiqa.api, diffiqa.restore"], env, args.timeout)
-        rows.append({"command": "imports only", "size": "-", "pixels": 0, **floor})
-        print(f"imports only: {floor['peak_rss_mib']} MiB", flush=True)
+        for label, code in (("python -c pass", "pass"), ("imports only", "import torch, diffiqa.api, diffiqa.restore")):
+            floor = peak_rss([py, "-c", code], env, args.timeout, args.kill_above_mib)
+            rows.append({"command": label, "size": "-", "pixels": 0, **floor})
+            print(f"{label}: {floor['peak_rss_mib']} MiB", flush=True)
         for w, h in sizes:
             image = tmp / f"img_{w}x{h}.png"
-            synthetic_image(image, w, h)
+            subprocess.run([py, __file__, "--make-image", str(image), str(w), str(h)], env=env, check=True)
             for command in commands:
                 if command == "score":
                     cmd = [py, "-m", "diffiqa.cli", "score", str(image), "--no-progress", "--device", args.device]
@@ -117,18 +149,19 @@ def main(argv=None) -> int:
                         cmd += ["--checkpoint", restorer]
                 else:
                     raise SystemExit(f"unknown command {command!r} (score, restore)")
-                r = peak_rss(cmd, env, args.timeout)
+                r = peak_rss(cmd, env, args.timeout, args.kill_above_mib)
                 rows.append({"command": command, "size": f"{w}x{h}", "pixels": w * h, **r,
                              "argv": shlex.join(cmd[1:]).replace(str(tmp), "$TMP")})
-                mark = ">=" if r["timed_out"] else ""
+                mark = ">=" if r["stopped"] else ""
                 print(f"{command:8s} {w}x{h}: {mark}{r['peak_rss_mib']} MiB, {r['seconds']} s, exit {r['exit_code']}"
-                      + (f" ({r['stderr_tail']})" if r["exit_code"] else ""), flush=True)
+                      + (f" (stopped: {r['stopped']})" if r["stopped"] else "")
+                      + (f" ({r['stderr_tail']})" if r["exit_code"] and not r["stopped"] else ""), flush=True)
 
     print("\n| command | image | pixels | peak RSS (MiB) | seconds | exit |")
     print("|---|---|---:|---:|---:|---|")
     for r in rows:
-        mark = ">=" if r.get("timed_out") else ""
-        exit_note = "stopped (timeout)" if r.get("timed_out") else str(r["exit_code"])
+        mark = ">=" if r.get("stopped") else ""
+        exit_note = f"stopped ({r['stopped']})" if r.get("stopped") else str(r["exit_code"])
         print(f"| {r['command']} | {r['size']} | {r['pixels']:,} | {mark}{r['peak_rss_mib']:.0f} | {r['seconds']} | {exit_note} |")
     record = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
