@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a full or closed stdout is reported here, not at interpreter exit
         return code
     except DiffiqaError as e:
-        print(f"diffiqa: error: {e}", file=sys.stderr)
+        # One line whatever the message holds (a library's multi-line text quoted in it).
+        text = " / ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"diffiqa: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("diffiqa: interrupted", file=sys.stderr)

@@ -96,3 +96,15 @@ def test_check_output_helpers(tmp_path):
     with pytest.raises(OutputError, match="is a folder, not a file"):
         write_json_atomic(tmp_path / "new", {"a": 1})
     assert (tmp_path / "new" / "dir").is_dir()
+
+
+def test_a_multi_line_message_is_printed_as_one_line(capsys, monkeypatch):
+    import diffiqa.commands.distortions as dist
+    from diffiqa.errors import ConfigError
+
+    def run(args):
+        raise ConfigError("x.yaml: cannot read as YAML (while parsing\n  in line 3\n)")
+
+    monkeypatch.setattr(dist, "run", run)
+    rc, _, err = _run(capsys, "distortions", "--list")
+    _one_line(rc, err, "x.yaml: cannot read as YAML (while parsing / in line 3 / )")
