@@ -7,8 +7,9 @@ and renamed, so a failed run leaves the previous output or nothing):
   uint8, chunks of 64 crops, Blosc zstd; attributes record the parameters.
 - ``pairs.parquet``: one row per crop, row i <-> array index i: ``source`` (image path as
   listed), ``distortion`` (type name, or ``identity``), ``level`` (1..5), ``scale``,
-  ``quarter``, ``flip`` (the augmentation of the source before the crop), ``heldout`` (bool),
-  ``box`` ([top, left, bottom, right] in the augmented source image).
+  ``quarter``, ``flip`` (the augmentation: the square ``box`` of the source, resized by
+  ``scale`` to S, rotated, flipped), ``heldout`` (bool), ``box`` ([top, left, bottom, right]
+  in the source image).
 - ``summary.json``: counts and parameters.
 Rows are grouped by source image (each image is decoded once); shuffle when reading.
 """
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 CHUNK_CROPS = 64
 FORMAT_VERSION = 1
 IDENTITY = "identity"  # pseudo-type: distorted = pristine (a restorer must leave clean images alone)
-# Augmentation of the pristine photo before a crop is cut: a downscale by a factor in
-# [scale_min, 1] (Lanczos; new content at other scales), a random multiple of 90° and a flip.
+# Augmentation of the pristine photo: a downscale by a factor in [scale_min, 1] (Lanczos; new
+# content at other scales), a random multiple of 90° and a flip (see _augmented_crop).
 AUGMENT_SCALE_MIN = 0.5
 
 
@@ -79,17 +80,22 @@ def _plan(sources: list[Path], n: int, types: list[str], levels: list[int], rng:
     return plan
 
 
-def _augmented(image: np.ndarray, scale: float, quarter: int, flip: bool, min_side: int) -> np.ndarray:
-    """(H,W,3) uint8 -> downscaled by ``scale`` (never below ``min_side``), rotated, flipped."""
+def _augmented_crop(image: np.ndarray, u: float, v: float, s: int, scale: float, quarter: int, flip: bool):
+    """An s x s crop of ``image`` downscaled by ``scale``: the (s/scale)-sided square at relative
+    position (u, v) resized to s (Lanczos), then rotated by ``quarter`` x 90° and flipped.
+    Same distribution as augmenting the whole photo first, at the cost of one small resize.
+    -> (crop (s,s,3) uint8, box [top, left, bottom, right] of the square in ``image``)."""
     from PIL import Image
 
     h, w = image.shape[:2]
-    scale = max(float(scale), min_side / min(h, w))
-    if scale < 1.0:
-        size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
-    image = np.rot90(image, int(quarter))
-    return np.ascontiguousarray(image[:, ::-1] if flip else image)
+    r = min(int(np.ceil(s / max(float(scale), 1e-6))), h, w)
+    top, left = int(u * (h - r + 1)), int(v * (w - r + 1))
+    crop = image[top : top + r, left : left + r]
+    if r != s:
+        crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((s, s), Image.LANCZOS))
+    crop = np.rot90(crop, int(quarter))
+    crop = crop[:, ::-1] if flip else crop
+    return np.ascontiguousarray(crop), (top, left, top + r, left + r)
 
 
 def make_pairs(
@@ -112,7 +118,7 @@ def make_pairs(
     side of the square crops. types: distortion names or KADID ids (None = all 25).
     ``"identity"`` is a pseudo-type (distorted = pristine). levels: allowed levels (subset of
     1..5); ``type_levels``: {type: levels} overrides per type (e.g. only mild exposure).
-    ``augment``: scale/rotate/flip each source photo before its crop (see ``_augmented``;
+    ``augment``: scale/rotate/flip each source photo before its crop (see ``_augmented_crop``;
     held-out crops too, so they come from the same distribution). Held-out crops come only
     from the held-out source images, training crops only from the others. Deterministic
     under ``seed``.
@@ -173,16 +179,18 @@ def make_pairs(
             if rec.source != cached_path:
                 image = load_image(rec.source, min_size=s)
                 cached_path = rec.source
-            view = _augmented(image, rec.scale, rec.quarter, rec.flip, s) if augment else image
-            h, w = view.shape[:2]
-            top, left = int(rec.u * (h - s + 1)), int(rec.v * (w - s + 1))
-            crop = view[top : top + s, left : left + s]
+            if augment:
+                crop, box = _augmented_crop(image, rec.u, rec.v, s, rec.scale, rec.quarter, rec.flip)
+            else:
+                h, w = image.shape[:2]
+                top, left = int(rec.u * (h - s + 1)), int(rec.v * (w - s + 1))
+                crop, box = image[top : top + s, left : left + s], (top, left, top + s, left + s)
             # One generator per row: a crop's distortion does not depend on the others.
             if rec.distortion == IDENTITY:
                 bad = crop
             else:
                 bad = distort(crop, rec.distortion, int(rec.level), np.random.default_rng([seed, 2, row]))
-            boxes[row] = (top, left, top + s, left + s)
+            boxes[row] = box
             buf["pristine"][row % CHUNK_CROPS] = crop.transpose(2, 0, 1)
             buf["distorted"][row % CHUNK_CROPS] = bad.transpose(2, 0, 1)
             if row % CHUNK_CROPS == CHUNK_CROPS - 1 or row == total - 1:
