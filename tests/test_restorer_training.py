@@ -213,3 +213,15 @@ def test_package_restorer_from_a_train_state_is_float16_with_provenance(tmp_path
     with pytest.raises(DiffiqaError, match="not a diffiqa restorer"):
         torch.save({"kind": "other"}, tmp_path / "bad.pt")
         package_restorer(tmp_path / "bad.pt", tmp_path / "x.pt")
+
+
+def test_zero_steps_from_init_reproduces_the_init_weights(tmp_path):
+    cfg = tiny_cfg(steps=2, ema_decay=0.0)
+    train_restorer(None, tmp_path / "a", cfg, progress=False, pairs=tiny_pairs())
+    src = tmp_path / "a" / "restorer.pt"
+    out = train_restorer(None, tmp_path / "b", tiny_cfg(steps=0, init=str(src)), progress=False, pairs=tiny_pairs())
+    assert out["steps"] == 0 and out["init"] == str(src)
+    a, _, _ = load_restorer(src)
+    b, _, _ = load_restorer(tmp_path / "b" / "restorer.pt")
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), k
