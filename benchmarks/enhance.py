@@ -115,7 +115,7 @@ def ssim(a, b) -> float:
     return float(structural_similarity(np.clip(a, 0, 1), np.clip(b, 0, 1), data_range=1.0, channel_axis=2))
 
 
-def pick_t_start(net, y, steps, candidates=(1.0, 0.7, 0.5, 0.3, 0.1)) -> tuple[float, list]:
+def pick_t_start(net, y, steps, candidates=(1.0, 0.7, 0.5, 0.3, 0.2, 0.1)) -> tuple[float, list]:
     """The longest chain (largest t_start) whose EDICT round trip on ``y`` holds (>= 40 dB)."""
     from diffiqa.enhance.gate import measure_gate
     from diffiqa.enhance.invertible import DiffusionMap
@@ -140,8 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clive", type=int, default=2, help="real CLIVE test photos")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--priors", default=",".join(PRIORS))
-    ap.add_argument("--fusion", default="niqe,brisque,restoration_gap",
-                    help="members of the fusion row (equal weights; diffiqa left out by default so it can grade the fusion)")
+    ap.add_argument("--fusion", default="niqe,brisque",
+                    help="members of the fusion row (equal weights; the other models grade it)")
     ap.add_argument("--post-priors", default="fusion", help="priors run in the post-enhancement mode ('' = none)")
     ap.add_argument("--budgets", default="40,35", help="PSNR-to-input budgets, dB; the lowest is the fidelity floor")
     ap.add_argument("--iterations", type=int, default=8)
@@ -160,6 +160,7 @@ def main(argv=None) -> int:
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ckpt = Path(args.checkpoint or DEFAULT_RESTORER)
     scorer = find_checkpoint(args.scorer_checkpoint, search_dir="/nonexistent")
+    from diffiqa.errors import DiffiqaError
     header = (f"command: {' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}\n"
               f"machine: {platform.node()}, {os.cpu_count()} cpus, torch {torch.__version__} "
               f"({torch.get_num_threads()} threads), device {dev}\n"
@@ -201,8 +202,15 @@ def main(argv=None) -> int:
         p = EnhanceParams(prior=tuple(prior_names), weights=tuple(1.0 for _ in prior_names))
         return build_objective_prior(p, net, scorer, shas["restorer"], shas["scorer"]).to(dev)
 
-    graders = {n: make_prior([n]) for n in PRIORS}
-    fused = tuple(n for n in args.fusion.split(",") if n)
+    graders, missing = {}, {}
+    for n in PRIORS:
+        try:
+            graders[n] = make_prior([n])
+        except DiffiqaError as e:  # e.g. a packaged scorer this code cannot read: compare the others
+            missing[n] = str(e)
+            print(f"prior {n} unavailable, left out: {e}", flush=True)
+    names = [n for n in names if n in graders]
+    fused = tuple(n for n in args.fusion.split(",") if n and n in graders)
     runs = [(n, (n,)) for n in names] + ([("fusion", fused)] if len(fused) > 1 else [])
     post = [r for r in runs if r[0] in [p for p in args.post_priors.split(",") if p]]
     params = EnhanceParams(prior=("x",), sigma=args.sigma, min_psnr=min(budgets), step_db=args.step_db,
@@ -245,6 +253,8 @@ def main(argv=None) -> int:
 
     df = pd.DataFrame(rows)
     df.to_csv(out / "rows.csv", index=False)
+    if missing:
+        chain += "; left out (could not be loaded): " + "; ".join(f"{k}: {v}" for k, v in missing.items())
     report = summarise(df, gates, budgets, names, chain, header, out)
     comparison_sheet([c[2] for c in cases], sheet_cols, None, out / "sheet.png", [c[0] for c in cases])
     print(report)
@@ -299,6 +309,9 @@ def summarise(df: pd.DataFrame, gates, budgets, names, chain, header, out: Path)
                 rec["best other wins"] = float(np.max(wins)) if wins else np.nan
                 recs[prior] = rec
             t = pd.DataFrame.from_dict(recs, orient="index")
+            head = ["PSNR to input", "ΔPSNR clean", "ΔSSIM clean"]
+            per = [c for g in graders for c in (f"{g} Δ", f"{g} wins") if c in t.columns]
+            t = t[head + per + ["mean wins", "best other wins"]]
             title = f"{'from the distorted input' if mode == 'input' else 'post-enhancement (from the classical output)'}, budget {b:g} dB"
             tables.append((title, t))
             if mode == "input" and b == budgets[-1]:
@@ -317,7 +330,10 @@ def summarise(df: pd.DataFrame, gates, budgets, names, chain, header, out: Path)
         lines.append("")
     lines += ["Scores: every model on the 0–100 MOS scale (logistic fitted on CLIVE split-1 train crops); "
               "'wins' = share of images the model rates higher than the start image, 'Δ' = mean change; a model never "
-              "grades its own output (blank cell). ΔPSNR/ΔSSIM clean: change of fidelity to the clean crop (synthetic images only)."]
+              "grades its own output (blank cell). ΔPSNR/ΔSSIM clean: change of fidelity to the clean crop (synthetic images "
+              "only) against the start image (the distorted input, or the classical output in post-enhancement). PSNR to "
+              "input: to the distorted input (so in post-enhancement it includes the classical enhancer's change; the "
+              "budget there applies to the change the prior makes)."]
     md = "\n".join(lines) + "\n"
     write_text_atomic(out / "table.md", md)
     (out / "gate.json").write_text(json.dumps([g.as_dict() for g in gates], indent=1) + "\n")
@@ -330,7 +346,9 @@ def srcc_on_clive() -> dict:
     from diffiqa.enhance.priors.niqe import asset_path
 
     table = load_table()
-    out = {k: v["srcc_test"] for k, v in table.items() if isinstance(v, dict) and "srcc_test" in v}
+    # the bounded prior's SRCC: the raw score's, signed by the logistic's slope (b < 0 flips it)
+    out = {k: v["srcc_test"] * (1 if v["b"] > 0 else -1) for k, v in table.items()
+           if isinstance(v, dict) and "srcc_test" in v}
     brisque = np.load(asset_path("brisque_clive.npz"))
     if "srcc_test" in brisque:
         out["brisque"] = float(brisque["srcc_test"])

@@ -225,6 +225,7 @@ def main(argv=None) -> int:
         print(f"BRISQUE regressor written ({time.time() - t0:.0f} s)", flush=True)
     from diffiqa.enhance.priors import build_prior
     from diffiqa.enhance.priors.calibration import DEFAULT_ASSET
+    from diffiqa.errors import DiffiqaError
     from diffiqa.restore import file_sha256
 
     table_path = out / DEFAULT_ASSET
@@ -250,9 +251,14 @@ def main(argv=None) -> int:
             from diffiqa.api import find_checkpoint
 
             ck = find_checkpoint(args.scorer, search_dir="/nonexistent")
+            args.scorer = str(ck)
             extra = {"model": str(ck), "model_sha256": file_sha256(ck)}
-        prior = build_prior(name, restorer_net=net, scorer_checkpoint=args.scorer, bounded=False,
-                            gap_t_start=extra.get("t_start", 1.0))
+        try:
+            prior = build_prior(name, restorer_net=net, scorer_checkpoint=args.scorer, bounded=False,
+                                gap_t_start=extra.get("t_start", 1.0))
+        except DiffiqaError as e:
+            print(f"{name}: not calibrated ({e})", flush=True)
+            continue
         costly = name in ("restoration_gap", "diffiqa")
         table[name] = calibrate(name, prior, small if costly else train, small_test if costly else test, args.size, extra)
         table_path.write_text(json.dumps(table, indent=1) + "\n")
