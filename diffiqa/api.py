@@ -1,7 +1,9 @@
 """``create_metric("diffiqa")``: score new images with a trained scorer (pyiqa-style API).
 
 For each image: deterministic crops (``crop_boxes`` with the training cache's seed and one
-fixed key, so the same pixels get the same crops whether given as a path or a tensor) → the
+fixed key, so the same pixels get the same crops whether given as a path or a tensor), or
+with a whole-image cache (``crops_per_image == 0``) the tiles that cover every pixel (side
+``min(crop_size, H, W)``: one tile in memory at a time, so any image size fits) → the
 restorer recorded in the scorer checkpoint (same sampler, steps, keep_steps, noise seeds and
 storage precision as the training cache) → the scorer → mean over the crops.
 
@@ -24,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffiqa.cache import IMAGE_KINDS
-from diffiqa.crops import crop_boxes, cut_crops
+from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
 from diffiqa.errors import ConfigError, DiffiqaError, ImageError, ProvenanceError
 
@@ -34,6 +36,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_SCORER = ASSETS / "default_scorer.pt"
 DEFAULT_RESTORER = ASSETS / "default_restorer.pt"
 METRICS = ("diffiqa",)
+MIN_TILE = 32  # whole-image models: the smallest side a tile may have (one stride-32 cell)
 CROP_KEY = "image"  # one key for every new image: crops depend on the pixels' size only
 _SPLIT_CKPT = re.compile(r"^split-\d+\.pt$")
 
@@ -123,17 +126,20 @@ class DiffIQAMetric(nn.Module):
 
         p = self.params
         h, w = image.shape[:2]
-        if min(h, w) < p.crop_size:
-            raise ImageError(f"{name}: image is {w}x{h}, smaller than the crop size {p.crop_size}")
-        crops = cut_crops(image, crop_boxes(h, w, p.crop_size, p.crops_per_image, p.seed, CROP_KEY))
+        tile = min(p.crop_size, h, w) if p.crops_per_image == 0 else p.crop_size
+        smallest = MIN_TILE if p.crops_per_image == 0 else p.crop_size
+        if min(h, w) < max(tile, smallest):
+            raise ImageError(f"{name}: image is {w}x{h}, smaller than the crop size {max(tile, smallest)}")
+        boxes = image_boxes(h, w, tile, p.crops_per_image, p.seed, CROP_KEY)
         scores = []
         # Every crop draws its noise from its own generator (seed, crop number) in
         # diffiqa.restore, so the score does not depend on the batch size.
+        # Tiles are cut per batch, so a large image never holds all its tiles at once.
         step = self.batch_size
-        for start in tqdm(range(0, len(crops), step), desc=f"restore {Path(name).name}", unit="batch",
+        for start in tqdm(range(0, len(boxes), step), desc=f"restore {Path(name).name}", unit="batch",
                           leave=False, disable=not self.progress):
-            ids = list(range(start, min(start + step, len(crops))))
-            got = sample_crops(self.restorer, crops[ids[0] : ids[-1] + 1], ids, p, self.device)
+            ids = list(range(start, min(start + step, len(boxes))))
+            got = sample_crops(self.restorer, cut_crops(image, boxes[ids[0] : ids[-1] + 1]), ids, p, self.device)
             if got["distorted"].dtype == np.uint8:
                 got["distorted"] = got["distorted"].astype(np.float32) / 255.0
             kinds = [torch.from_numpy(_as_cached(got[k], p.dtype)).to(self.device) for k in IMAGE_KINDS]
@@ -143,7 +149,8 @@ class DiffIQAMetric(nn.Module):
     def score_paths(self, paths: Iterable) -> Iterable[tuple[Path, float]]:
         """Yield (path, score) one image at a time (only one image is ever in memory)."""
         for path in paths:
-            yield Path(path), self.score_array(load_image(path, min_size=self.params.crop_size), str(path))
+            min_size = MIN_TILE if self.params.crops_per_image == 0 else self.params.crop_size
+            yield Path(path), self.score_array(load_image(path, min_size=min_size), str(path))
 
     def forward(self, x) -> torch.Tensor:
         if isinstance(x, (str, os.PathLike)):

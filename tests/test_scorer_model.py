@@ -128,7 +128,7 @@ def test_checkpoint_round_trip(tmp_path):
     extra = {"restorer_sha256": "ab" * 32, "mos_range": [1.0, 5.0]}
     save_scorer(path, model, cfg, extra)
     raw = torch.load(path, weights_only=True)
-    assert raw["format_version"] == 1 and isinstance(raw["config"], dict)
+    assert raw["format_version"] == 2 and isinstance(raw["config"], dict)
     loaded, cfg2, extra2 = load_scorer(path)
     assert cfg2 == cfg and extra2 == extra
     x = images(seed=3)
@@ -157,11 +157,15 @@ def test_config_validation_and_yaml_round_trip():
 
 def test_demo_preset_shares_lite0_and_runs():
     cfg = scorer_preset("demo")
-    assert cfg.pretrained == "lite0-pypi"
+    assert cfg.pretrained == "pypi" and cfg.cell_stats and cfg.skip
     model = DualBranchScorer(cfg)
     assert list(model.backbones) == ["shared"]
     out = model.forward_branches(**images(n=2, size=64))
     assert out["score"].shape == (2,)
+    # zero-initialised heads and an unfitted skip path: the model starts at 0
+    assert torch.equal(out["score"], torch.zeros(2))
+    cpu = DualBranchScorer(scorer_preset("cpu"))
+    assert sorted(cpu.backbones) == ["vcg", "vda"]  # Lite2 for VCG, Lite0 for VDA
     out["score"].sum().backward()
     assert scorer_preset("paper").vcg_backbone == "vit_base_patch8_224"
     assert scorer_preset("paper").vda_backbone == "resnet50"

@@ -1,24 +1,19 @@
 """Training the scorer from a tiny synthetic restore cache: crops, flips, val selection, resume.
 
 The helpers here (tiny cache, tiny scorer) are shared with the evaluation, report and score
-tests. The scorer is a small stand-in network (fast, with dropout so resume is nontrivial);
-a stub ``diffiqa.scorer`` module saves/loads it the way ``save_scorer``/``load_scorer`` do
-(installed in ``sys.modules`` by the ``tiny_scorer`` fixture, for the test only).
+tests. The scorer is the real ``DualBranchScorer`` at tiny size (random frozen Lite0, cell
+statistics, skip path, both branches with dropout so resume is nontrivial).
 """
 
 from __future__ import annotations
 
 import csv
-import sys
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache, read_cache
 
@@ -28,56 +23,35 @@ N_IMAGES = 18
 DISTORTIONS = ["blur", "noise", "jpeg"]
 
 
-@dataclass
-class TinyScorerConfig:
-    channels: int = 4
-    dropout: float = 0.2
+def TinyScorerConfig(**overrides):  # noqa: N802 - used like a class by the other test modules
+    """A real ``ScorerConfig`` at tiny size: random frozen Lite0 (all five levels incl. the
+    head), cell statistics, the ridge skip path, random (not zero) heads so an untrained model
+    does not score constant, both branches with dropout (so resume is
+    nontrivial), learned fusion. Seconds to train on 8x8 crops."""
+    from diffiqa.scorer import ScorerConfig
+
+    base = dict(
+        vcg_backbone="tf_efficientnet_lite0", vcg_out_indices=(1, 2, 3, 4, 5), vcg_levels=((2, 3, 4), (0, 1), (0,), (0,)),
+        vda_backbone="tf_efficientnet_lite0", vda_out_indices=(1, 2), pretrained=False, share_backbone=True,
+        cell_stats=True, slot_norm=True, zero_init_heads=False, skip=True, fusion="learned",
+        slot_dim=4, embed_dim=8, vda_dim=8, heads=2, window_size=2, swin_depth=1, dropout=0.2,
+    )
+    base.update(overrides)
+    return ScorerConfig(**base)
 
 
-class TinyScorer(nn.Module):
-    """All four kinds → one conv → pooled → linear → (N,). Dropout makes resume nontrivial."""
+def TinyScorer(cfg):  # noqa: N802
+    """The real dual-branch scorer for ``cfg`` (seeded, so two builds are equal)."""
+    from diffiqa.scorer import DualBranchScorer
 
-    def __init__(self, cfg: TinyScorerConfig):
-        super().__init__()
-        self.conv = nn.Conv2d(12, cfg.channels, 3, padding=1)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.channels, 1)
-
-    def forward(self, distorted, restored, noisy_1, noisy_2):
-        x = torch.cat([distorted, restored, noisy_1, noisy_2], dim=1)
-        h = torch.relu(self.conv(x)).mean(dim=(2, 3))
-        return self.head(self.drop(h)).squeeze(-1)
-
-
-def _stub_scorer_module() -> types.ModuleType:
-    mod = types.ModuleType("diffiqa.scorer")
-
-    def save_scorer(path, model, cfg, extra=None):
-        torch.save({"format_version": 1, "state_dict": model.state_dict(), "config": vars(cfg),
-                    "extra": extra or {}}, path)
-
-    def load_scorer(path):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = TinyScorerConfig(**ckpt["config"])
-        model = TinyScorer(cfg)
-        model.load_state_dict(ckpt["state_dict"])
-        return model.eval(), cfg, ckpt["extra"]
-
-    mod.save_scorer, mod.load_scorer = save_scorer, load_scorer
-    mod.DualBranchScorer, mod.ScorerConfig = TinyScorer, TinyScorerConfig
-    return mod
+    torch.manual_seed(0)
+    return DualBranchScorer(cfg)
 
 
 @pytest.fixture
-def tiny_scorer(monkeypatch):
-    """Make the trainer build TinyScorer and ``diffiqa.scorer`` save/load it; returns its config."""
-    import diffiqa
-    import diffiqa.training.trainer as trainer
-
-    stub = _stub_scorer_module()
-    monkeypatch.setitem(sys.modules, "diffiqa.scorer", stub)
-    monkeypatch.setattr(diffiqa, "scorer", stub, raising=False)
-    monkeypatch.setattr(trainer, "build_scorer", TinyScorer)
+def tiny_scorer():
+    """The tiny real scorer config (no stand-in modules)."""
+    torch.set_num_threads(1)
     return TinyScorerConfig()
 
 
@@ -163,32 +137,34 @@ def test_train_dataset_one_crop_per_image_with_horizontal_flip_on_all_kinds(tiny
 def _params(**kw):
     from diffiqa.training import TrainParams
 
-    base = dict(lr=3e-3, weight_decay=1e-4, epochs=3, batch_size=4, seed=5)
+    base = dict(lr=3e-3, weight_decay=1e-4, epochs=3, batch_size=4, seed=5, refit=False, ema_decay=0.5, window=0)
     base.update(kw)
     return TrainParams(**base)
 
 
 def test_train_split_selects_on_val_only_and_writes_checkpoint(tiny_data, tiny_scorer, tmp_path, monkeypatch):
-    import diffiqa.training.trainer as trainer
+    import diffiqa.training.sources as sources
     from diffiqa.scorer import load_scorer
 
     index, cache_path = tiny_data
     split = make_split()
     scored_rows = []
-    real_predict = trainer.predict_images
+    real_predict = sources.predict_images_from_features
 
-    def spy(model, cache, rows, *a, **k):
+    def spy(model, store, rows, *a, **k):
         scored_rows.append(sorted(int(r) for r in rows))
-        return real_predict(model, cache, rows, *a, **k)
+        return real_predict(model, store, rows, *a, **k)
 
-    monkeypatch.setattr(trainer, "predict_images", spy)
+    monkeypatch.setattr(sources, "predict_images_from_features", spy)
     out = tmp_path / "models" / "split-0.pt"
-    result = trainer.train_split(cache_path, index, split, 0, tiny_scorer, _params(epochs=2), out, tmp_path / "work",
-                                 progress=False, restorer_path="models/restorer/restorer.pt")
+    result = __import__("diffiqa.training.trainer").training.trainer.train_split(
+        cache_path, index, split, 0, tiny_scorer, _params(epochs=2), out, tmp_path / "work",
+        progress=False, restorer_path="models/restorer/restorer.pt")
     assert out.is_file() and result["finished"]
     assert scored_rows and all(r == split["val"] for r in scored_rows)  # never test, never train
     model, cfg, extra = load_scorer(out)
-    assert extra["split_id"] == 0 and extra["best_epoch"] in (1, 2)
+    assert extra["split_id"] == 0 and extra["best_epoch"] in (1, 2) and extra["val_in_training"] is False
+    assert extra["n_train"] == len(split["train"]) and extra["skip_alpha"] > 0
     assert set(extra["val"]) == {"srcc", "plcc"}
     assert extra["restorer_sha256"] == read_cache(cache_path).spec.restorer_sha256
     assert extra["restorer_path"] == "models/restorer/restorer.pt"
@@ -198,11 +174,26 @@ def test_train_split_selects_on_val_only_and_writes_checkpoint(tiny_data, tiny_s
         curves = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in curves] == [1, 2]
     assert set(curves[0]) == {"epoch", "train_loss", "val_srcc", "val_plcc"}
-    # The saved weights are the best epoch's: re-scoring val reproduces the recorded SRCC.
+    # The saved weights are the selected epoch's: re-scoring val reproduces the recorded SRCC.
     from diffiqa import metrics
+    from diffiqa.prediction import predict_images
 
-    pred = real_predict(model, read_cache(cache_path), split["val"])
-    assert float(metrics.srcc(pred, index["quality"].to_numpy()[split["val"]])) == pytest.approx(extra["val"]["srcc"])
+    pred = predict_images(model, read_cache(cache_path), split["val"])
+    assert float(metrics.srcc(pred, index["quality"].to_numpy()[split["val"]])) == pytest.approx(
+        extra["val"]["srcc"], abs=1e-6)
+
+
+def test_refit_trains_on_train_and_val_and_keeps_the_last_average(tiny_data, tiny_scorer, tmp_path):
+    from diffiqa.scorer import load_scorer
+    from diffiqa.training import train_split
+
+    index, cache_path = tiny_data
+    split = make_split()
+    got = train_split(cache_path, index, split, 0, tiny_scorer, _params(epochs=2, refit=True, window=1),
+                      tmp_path / "m.pt", tmp_path / "w", progress=False)
+    _, _, extra = load_scorer(tmp_path / "m.pt")
+    assert extra["n_train"] == len(split["train"]) + len(split["val"])
+    assert extra["val_in_training"] is True and extra["best_epoch"] == 2 == got["epochs_run"]
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tiny_scorer, tmp_path):

@@ -148,18 +148,21 @@ def load_lite0_imagenet(model: nn.Module, path: str | Path | None = None) -> nn.
     return model
 
 
-def cell_statistics(maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def cell_statistics(maps: Sequence[torch.Tensor], spread: Sequence[bool] | None = None) -> list[torch.Tensor]:
     """Summarise feature maps on the grid of the coarsest one: ``(N,C,H,W)`` -> ``(N,2C,h,w)``
-    (per-cell mean, then per-cell standard deviation), or ``(N,C,h,w)`` unchanged for maps
-    already at the grid size (one position per cell: no spread to measure).
+    (per-cell mean, then per-cell standard deviation) where ``spread[i]``, else ``(N,C,h,w)``
+    (the cell mean). ``spread`` defaults to "finer than the grid"; a backbone passes it by
+    stride, so the channel count does not depend on the input size.
 
     Cells are ``adaptive_avg_pool2d`` bins, so odd sizes (63 -> 16) are handled.
     """
     grid = min((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1])
+    if spread is None:
+        spread = [tuple(m.shape[-2:]) != grid for m in maps]
     out = []
-    for m in maps:
-        if tuple(m.shape[-2:]) == grid:
-            out.append(m)
+    for m, with_spread in zip(maps, spread):
+        if not with_spread:
+            out.append(m if tuple(m.shape[-2:]) == grid else F.adaptive_avg_pool2d(m, grid))
             continue
         mean = F.adaptive_avg_pool2d(m, grid)
         var = (F.adaptive_avg_pool2d(m * m, grid) - mean * mean).clamp_min(0.0)
@@ -187,6 +190,7 @@ class FeatureBackbone(nn.Module):
             channels.append(head_channels)
             reductions.append(reductions[-1])
         self.cell_stats = cell_stats
+        self.spread = [r < max(reductions) for r in reductions]
         if cell_stats:
             coarsest = max(reductions)
             channels = [c if r == coarsest else 2 * c for c, r in zip(channels, reductions)]
@@ -209,7 +213,7 @@ class FeatureBackbone(nn.Module):
         if self.head is not None:
             feats.append(self.head(feats[-1]))
         if self.cell_stats:
-            feats = cell_statistics(feats)
+            feats = cell_statistics(feats, self.spread)
         return [f.contiguous() for f in feats]
 
 

@@ -11,6 +11,9 @@ All blocks take and return feature maps ``(N,C,H,W)``; H and W may be any size.
   padding to whole windows and a mask computed per input size, so any grid size works.
 - :class:`ScoreWeightHead`: a score and a positive weight per spatial token;
   the image score is ``sum(w*s) / sum(w)``.
+- :class:`SlotProjection`: the per-level nonlinear projection (``1x1 conv -> GELU``, with an
+  optional signed-log + channel LayerNorm in front for frozen CNN statistics, whose
+  channels differ in scale by orders of magnitude).
 """
 
 from __future__ import annotations
@@ -30,6 +33,31 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def signed_log(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * log1p(|x|)``: tames heavy-tailed activations, identity-like near 0."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+class SlotProjection(nn.Module):
+    """``(N,C,H,W) -> (N,dim,H,W)``: [signed log, channel LayerNorm,] 1x1 conv, GELU.
+
+    Nonlinear at each level's own grid, before anything pools it (a linear projection
+    followed by averaging would keep only the mean of signed features).
+    """
+
+    def __init__(self, in_channels: int, dim: int, normalise: bool = False):
+        super().__init__()
+        self.normalise = normalise
+        self.norm = ChannelLayerNorm(in_channels) if normalise else nn.Identity()
+        self.proj = nn.Conv2d(in_channels, dim, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            x = self.norm(signed_log(x))
+        return self.act(self.proj(x))
 
 
 def channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
@@ -132,7 +160,9 @@ class ScoreWeightHead(nn.Module):
     without bound (as in MANIQA).
     """
 
-    def __init__(self, dim: int, hidden: int | None = None, dropout: float = 0.0):
+    def __init__(self, dim: int, hidden: int | None = None, dropout: float = 0.0, zero_init: bool = False):
+        """``zero_init``: the score layer starts at 0, so a head added to another predictor
+        (the scorer's linear skip path) starts by changing nothing."""
         super().__init__()
         hidden = hidden or dim
 
@@ -140,6 +170,9 @@ class ScoreWeightHead(nn.Module):
             return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
         self.score, self.weight = mlp(), mlp()
+        if zero_init:
+            nn.init.zeros_(self.score[-1].weight)
+            nn.init.zeros_(self.score[-1].bias)
 
     def token_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N,C,H,W)`` -> scores ``(N,H*W)``, weights ``(N,H*W)`` in (0,1)."""

@@ -1,9 +1,19 @@
 """The dual-branch scorer: VCG (transformer features) + VDA (CNN feature differences).
 
 ``DualBranchScorer(cfg).forward(distorted, restored, noisy_1, noisy_2) -> (N,)``, each input
-``(N,3,S,S) float in [0,1]``; the score is VCG + VDA (``forward_branches`` returns both).
+``(N,3,S,S) float in [0,1]``; the score is ``skip + g_vcg * VCG + g_vda * VDA``
+(``forward_branches`` returns the parts).
 With frozen backbones the features can be computed once and cached:
 ``forward_features(model.encode(images_by_kind))`` equals ``forward(...)``.
+
+Small-data parts (the ``cpu`` and ``demo`` presets, for hundreds of images):
+- ``cell_stats``: backbones return per-cell mean/std of every level on the coarsest grid
+  (``diffiqa.scorer.backbones.cell_statistics``); whole images fit in a feature cache.
+- ``skip``: a pooled linear path, ``Linear(standardise(mean and std over the grid of every
+  level of the kinds in skip_kinds))``. Training sets it to ridge regression with k-fold CV
+  (``diffiqa.training.ridge``) and trains the branches on what it leaves, so the model
+  starts as the linear probe and the branches (zero-initialised heads) add to it.
+- ``fusion="learned"``: a learned gain per branch instead of a plain sum.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from diffiqa.scorer.vda import SOURCE_KINDS, VDABranch
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: nonlinear slot projections, skip path, branch gains
 
 
 @dataclass
@@ -71,6 +81,12 @@ class ScorerConfig:
     use_swin: bool = True
     use_rtab: bool = True
     freeze_backbones: bool = True
+    cell_stats: bool = False
+    slot_norm: bool = False
+    zero_init_heads: bool = False
+    skip: bool = False
+    skip_kinds: tuple[str, ...] = ("distorted",)
+    fusion: str = "sum"
 
     def __post_init__(self):
         if not (self.use_vcg or self.use_vda):
@@ -83,8 +99,14 @@ class ScorerConfig:
             self.vcg_levels = tuple(tuple(int(i) for i in lv) for lv in self.vcg_levels)
             if len(self.vcg_levels) != len(KINDS):
                 raise ConfigError(f"scorer.vcg_levels needs one list per kind {KINDS}")
-        for name in ("vcg_out_indices", "vcg_selection", "vda_out_indices", "rtab_qkv"):
+        for name in ("vcg_out_indices", "vcg_selection", "vda_out_indices", "rtab_qkv", "skip_kinds"):
             setattr(self, name, tuple(getattr(self, name)))
+        if self.fusion not in ("sum", "learned"):
+            raise ConfigError(f"scorer.fusion must be 'sum' or 'learned', got {self.fusion!r}")
+        if any(k not in KINDS for k in self.skip_kinds) or (self.skip and not self.skip_kinds):
+            raise ConfigError(f"scorer.skip_kinds must be some of {KINDS}, got {list(self.skip_kinds)}")
+        if self.skip and not self.cell_stats and not self.freeze_backbones:
+            raise ConfigError("scorer.skip needs frozen backbones (its ridge fit reads cached features)")
 
     def branch_pretrained(self, branch: str):
         own = getattr(self, f"{branch}_pretrained")
@@ -120,7 +142,8 @@ class DualBranchScorer(nn.Module):
                     specs[b] = (getattr(cfg, f"{b}_backbone"), pre[b], idx)
                     self._branch_source[b] = (b, list(range(len(idx))))
         self.backbones = nn.ModuleDict({
-            key: build_backbone(name, p, out, channels_last=cfg.channels_last) for key, (name, p, out) in specs.items()
+            key: build_backbone(name, p, out, channels_last=cfg.channels_last, cell_stats=cfg.cell_stats)
+            for key, (name, p, out) in specs.items()
         })
 
         def channels(branch):
@@ -134,14 +157,22 @@ class DualBranchScorer(nn.Module):
             self.vcg = VCGBranch(
                 ch, levels, cfg.vcg_grid_level, cfg.slot_dim, cfg.embed_dim, cfg.heads, cfg.window_size,
                 cfg.swin_depth, cfg.dropout, cfg.embedding_mode if cfg.use_embedding else None,
-                cfg.use_tab, cfg.use_swin, cfg.use_restored, cfg.use_noisy,
+                cfg.use_tab, cfg.use_swin, cfg.use_restored, cfg.use_noisy, cfg.slot_norm, cfg.zero_init_heads,
             )
         if cfg.use_vda:
             ch = channels("vda")
             self.vda = VDABranch(
                 ch, tuple(range(len(ch))), cfg.vda_grid_level, cfg.vda_dim, cfg.heads, cfg.dropout,
-                cfg.rtab_qkv, cfg.use_rtab, cfg.use_restored, cfg.use_noisy,
+                cfg.rtab_qkv, cfg.use_rtab, cfg.use_restored, cfg.use_noisy, cfg.slot_norm, cfg.zero_init_heads,
             )
+        self.branch_gain = nn.Parameter(torch.ones(2)) if cfg.fusion == "learned" else None
+        self.skip = None
+        if cfg.skip:
+            enabled = {"distorted": True, "restored": cfg.use_restored, "noisy_1": cfg.use_noisy,
+                       "noisy_2": cfg.use_noisy}
+            self.skip_kinds = [k for k in cfg.skip_kinds if enabled[k]]
+            width = 2 * len(self.skip_kinds) * sum(sum(bb.channels) for bb in self.backbones.values())
+            self.skip = PooledLinear(width)
         if cfg.freeze_backbones:
             self.backbones.requires_grad_(False)
             self.backbones.eval()
@@ -149,7 +180,7 @@ class DualBranchScorer(nn.Module):
     @property
     def kinds_needed(self) -> list[str]:
         """The inputs this configuration reads, in :data:`KINDS` order."""
-        needed = set()
+        needed = set(self.skip_kinds) if self.skip is not None else set()
         for branch in (self.vcg, self.vda):
             if branch is not None:
                 needed |= branch.kinds_needed
@@ -184,14 +215,36 @@ class DualBranchScorer(nn.Module):
         key, pos = self._branch_source[branch]
         return {kind: [levels[key][i] for i in pos] for kind, levels in feats.items()}
 
-    def forward_features(self, feats: dict[str, dict[str, list[torch.Tensor]]]) -> dict[str, torch.Tensor]:
-        """Scores from :meth:`encode`'s output: ``{"vcg"?: (N,), "vda"?: (N,), "score": (N,)}``."""
+    def pooled_features(self, feats: dict[str, dict[str, list[torch.Tensor]]]) -> torch.Tensor:
+        """The skip path's input: mean and std over the grid of every level of every backbone,
+        for each kind of ``skip_kinds`` -> ``(N, skip width)``."""
+        parts = []
+        for kind in self.skip_kinds:
+            for key in sorted(self.backbones):
+                for f in feats[kind][key]:
+                    f = f.flatten(2)
+                    parts += [f.mean(2), f.std(2) if f.shape[2] > 1 else torch.zeros_like(f[..., 0])]
+        return torch.cat(parts, dim=1)
+
+    def forward_features(self, feats: dict[str, dict[str, list[torch.Tensor]]],
+                         skip_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Scores from :meth:`encode`'s output: ``{"vcg"?, "vda"?, "skip"?, "score"}``, each ``(N,)``.
+
+        ``skip_offset`` replaces the skip path's output (training: the out-of-fold ridge
+        prediction of each image, so the branches learn what a probe that never saw the
+        image leaves, not what an in-sample fit leaves).
+        """
         out = {}
         if self.vcg is not None:
             out["vcg"] = self.vcg(self._branch_feats(feats, "vcg"))
         if self.vda is not None:
             out["vda"] = self.vda(self._branch_feats(feats, "vda"))
-        out["score"] = sum(out.values())
+        gains = self.branch_gain if self.branch_gain is not None else (1.0, 1.0)
+        parts = [g * out[b] for g, b in zip(gains, ("vcg", "vda")) if b in out]
+        if self.skip is not None:
+            out["skip"] = skip_offset if skip_offset is not None else self.skip(self.pooled_features(feats))
+            parts.append(out["skip"])
+        out["score"] = sum(parts)
         return out
 
     def forward_branches(self, distorted, restored=None, noisy_1=None, noisy_2=None) -> dict[str, torch.Tensor]:
@@ -202,6 +255,33 @@ class DualBranchScorer(nn.Module):
     def forward(self, distorted, restored=None, noisy_1=None, noisy_2=None) -> torch.Tensor:
         """Each input ``(N,3,S,S) float in [0,1]`` (unused ones may be None) -> score ``(N,)``."""
         return self.forward_branches(distorted, restored, noisy_1, noisy_2)["score"]
+
+
+class PooledLinear(nn.Module):
+    """``(N,P) -> (N,)``: ``((x - mean) / scale) @ w + b`` with frozen standardisation buffers.
+
+    :meth:`set_ridge` loads a :class:`diffiqa.training.ridge.RidgeFit`; until then it is 0.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+        self.linear = nn.Linear(width, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def set_ridge(self, fit) -> None:
+        if len(fit.coef) != self.linear.in_features:
+            raise ValueError(f"ridge fit has {len(fit.coef)} features, the skip path {self.linear.in_features}")
+        with torch.no_grad():
+            self.mean.copy_(torch.as_tensor(fit.mean, dtype=torch.float32))
+            self.scale.copy_(torch.as_tensor(fit.scale, dtype=torch.float32))
+            self.linear.weight.copy_(torch.as_tensor(fit.coef, dtype=torch.float32).view(1, -1))
+            self.linear.bias.fill_(float(fit.intercept))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear((pooled - self.mean) / self.scale).squeeze(-1)
 
 
 def build_scorer(cfg: ScorerConfig, load_pretrained: bool = True) -> DualBranchScorer:

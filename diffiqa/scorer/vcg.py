@@ -7,10 +7,12 @@ Input: backbone feature maps for each of the four images, ``feats[kind][level]``
    image contributes 4 levels, the restored 2, each noisy state 1. A slot whose kind is
    switched off (``use_restored`` / ``use_noisy`` False) takes the *distorted* features of
    the same level instead, so the branch never reads a disabled input.
-2. Each slot is resized to one grid (the size of ``grid_level`` in the distorted features)
-   and projected by a 1x1 conv to ``slot_dim`` channels. (The paper concatenates the raw
-   ViT maps and projects once; projecting per slot first is the same linear map factorised,
-   and it also turns CNN levels of different widths into tokens of one width.)
+2. Each slot is projected *nonlinearly* at its own resolution (:class:`SlotProjection`:
+   1x1 conv + GELU, with signed log + LayerNorm for frozen CNN statistics) to ``slot_dim``
+   channels, then resized to one grid (the size of ``grid_level`` in the distorted
+   features). Projecting before resizing keeps what the fine levels say: averaging signed
+   features first kept only 9-30 % of their spatial variance. (The paper concatenates the
+   raw ViT maps and projects once; a ViT's maps all share one grid, so there it is the same.)
 3. **Noise-level embedding**: one learned vector per kind (distorted, restored, noisy_1,
    noisy_2 are four noise levels), added to or concatenated with each slot of that kind.
 4. Concatenate the slots along channels, 1x1 conv to ``embed_dim``, then TAB, then a Swin
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffiqa.scorer.blocks import TAB, ScoreWeightHead, SwinStage
+from diffiqa.scorer.blocks import TAB, ScoreWeightHead, SlotProjection, SwinStage
 
 KINDS = ("distorted", "restored", "noisy_1", "noisy_2")
 
@@ -69,6 +71,8 @@ class VCGBranch(nn.Module):
         use_swin: bool = True,
         use_restored: bool = True,
         use_noisy: bool = True,
+        slot_norm: bool = False,
+        zero_init: bool = False,
     ):
         super().__init__()
         if embedding not in (None, "concat", "add"):
@@ -85,7 +89,7 @@ class VCGBranch(nn.Module):
             raise ValueError("VCG selection is empty")
         self.grid_level = grid_level
         self.embedding = embedding
-        self.slot_proj = nn.ModuleList(nn.Conv2d(level_channels[lvl], slot_dim, 1) for _, lvl in self.slots)
+        self.slot_proj = nn.ModuleList(SlotProjection(level_channels[lvl], slot_dim, slot_norm) for _, lvl in self.slots)
         self.kind_embedding = nn.Parameter(torch.zeros(len(KINDS), slot_dim)) if embedding else None
         if self.kind_embedding is not None:
             nn.init.trunc_normal_(self.kind_embedding, std=0.02)
@@ -94,7 +98,7 @@ class VCGBranch(nn.Module):
         self.act = nn.GELU()
         self.tab = TAB(embed_dim, heads, dropout) if use_tab else nn.Identity()
         self.swin = SwinStage(embed_dim, swin_depth, heads, window_size, dropout) if use_swin else nn.Identity()
-        self.head = ScoreWeightHead(embed_dim, dropout=dropout)
+        self.head = ScoreWeightHead(embed_dim, dropout=dropout, zero_init=zero_init)
 
     @property
     def kinds_needed(self) -> set[str]:
@@ -105,7 +109,7 @@ class VCGBranch(nn.Module):
         grid = tuple(feats["distorted"][self.grid_level].shape[-2:])
         parts = []
         for (kind, level), proj in zip(self.slots, self.slot_proj):
-            x = proj(resize_to(feats[kind][level], grid))
+            x = resize_to(proj(feats[kind][level]), grid)
             if self.kind_embedding is not None:
                 e = self.kind_embedding[KINDS.index(kind)].view(1, -1, 1, 1)
                 x = x + e if self.embedding == "add" else torch.cat([x, e.expand_as(x)], dim=1)

@@ -1,8 +1,9 @@
 """Visual difference analysis (VDA) branch (DiffV2IQA §III-D).
 
 A CNN backbone (shared weights) gives feature maps f(d), f(r), f(n1), f(n2) for the
-distorted, restored and two noisy images. The chosen levels are resized to one grid,
-concatenated and projected (1x1 conv, shared across the four images) to ``dim`` channels.
+distorted, restored and two noisy images. Each chosen level is projected nonlinearly at its
+own resolution (:class:`SlotProjection`, shared across the four images), resized to one
+grid, and the levels are concatenated and fused (1x1 conv) to ``dim`` channels.
 RTAB then attends with Q, K, V taken from the differences f(d)−f(r), f(d)−f(n1),
 f(d)−f(n2) (the assignment is ``qkv``, letters from ``d r n1 n2``; ``d`` = f(d) itself), with
 a residual on f(d); the score/weight heads give ``(N,)``.
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from diffiqa.scorer.blocks import RTAB, ScoreWeightHead
+from diffiqa.scorer.blocks import RTAB, ScoreWeightHead, SlotProjection
 from diffiqa.scorer.vcg import resize_to
 
 SOURCE_KINDS = {"d": "distorted", "r": "restored", "n1": "noisy_1", "n2": "noisy_2"}
@@ -39,6 +40,8 @@ class VDABranch(nn.Module):
         use_rtab: bool = True,
         use_restored: bool = True,
         use_noisy: bool = True,
+        slot_norm: bool = False,
+        zero_init: bool = False,
     ):
         super().__init__()
         if len(qkv) != 3 or any(s not in SOURCE_KINDS for s in qkv):
@@ -55,9 +58,11 @@ class VDABranch(nn.Module):
         ]
         if not use_rtab:
             self.sources = []
-        self.proj = nn.Conv2d(sum(level_channels[lvl] for lvl in self.levels), dim, 1)
+        level_dim = max(8, dim // len(self.levels))
+        self.level_proj = nn.ModuleList(SlotProjection(level_channels[lvl], level_dim, slot_norm) for lvl in self.levels)
+        self.proj = nn.Conv2d(level_dim * len(self.levels), dim, 1)
         self.rtab = RTAB(dim, heads, dropout) if use_rtab else None
-        self.head = ScoreWeightHead(dim, dropout=dropout)
+        self.head = ScoreWeightHead(dim, dropout=dropout, zero_init=zero_init)
 
     @property
     def kinds_needed(self) -> set[str]:
@@ -65,7 +70,7 @@ class VDABranch(nn.Module):
 
     def embed(self, levels: Sequence[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
         """One image's levels -> ``(N,dim,H_g,W_g)``."""
-        return self.proj(torch.cat([resize_to(levels[lvl], grid) for lvl in self.levels], dim=1))
+        return self.proj(torch.cat([resize_to(p(levels[lvl]), grid) for lvl, p in zip(self.levels, self.level_proj)], dim=1))
 
     def forward(self, feats: dict[str, Sequence[torch.Tensor]]) -> torch.Tensor:
         grid = tuple(feats["distorted"][self.grid_level].shape[-2:])

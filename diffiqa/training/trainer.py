@@ -1,18 +1,25 @@
 """Train the scorer of one split from the restore cache, resumable after ``kill -9``.
 
-- Reads only the cache (never image files): one random cached crop per training image per
-  epoch, horizontally flipped at random (``diffiqa.training.datasets``).
-- Loss: MSE on ``quality`` (in [0,1], higher = better); optimizer AdamW.
-- Model selection: SRCC on the split's ``val`` rows, image score = mean over all its crops.
-  ``test`` is never touched here.
-- Resume: after every epoch ``work_dir/split-<k>.last.pt`` is replaced atomically with the
-  model, optimizer, epoch, best-so-far and history. All randomness of epoch e is seeded from
-  (seed, e), so a resumed run ends with the same weights as an uninterrupted one.
-- Frozen backbones (``scorer_cfg.freeze_backbones``, ``params.cache_features``): every crop
-  (and its flipped copy) is encoded once per process (``diffiqa.training.features``) and the
-  epochs run only the trainable heads, with the same plan, batches and RNG draws.
-- Curves: ``epoch, train_loss, val_srcc, val_plcc`` rewritten (atomically) after every epoch
-  from the saved history, so a resumed run never duplicates rows.
+One loop (:func:`run_epochs`) around three parts:
+
+- a **batch source** (:mod:`diffiqa.training.sources`): cached frozen features (the whole
+  grid of covering tiles; training sees a random window of it, mirrored at random) or pixels
+  (backbones being trained);
+- a **resume state** (:class:`ResumeState`): model, optimiser, schedule, weight average and
+  history, written atomically after every epoch; all randomness of epoch e is seeded from
+  (seed, e), so a resumed run ends with the same weights as an uninterrupted one;
+- a **model choice**: with ``refit`` (the default for small data) the fixed recipe trains on
+  train + val and the final weight average is the model — no selection on 50 noisy val
+  images; without it, the epoch with the best val SRCC (of the averaged weights) is kept.
+
+Small-data recipe: AdamW with real weight decay, linear warm-up then cosine decay, an EMA of
+the weights. When the scorer has a skip path, it is first set to ridge regression on the
+pooled features with its strength chosen by k-fold CV (:mod:`diffiqa.training.ridge`), and
+the branches learn on top of the *out-of-fold* ridge predictions: the model starts as the
+linear probe and the branches (zero-initialised heads) only add what generalises across folds.
+Loss: MSE on ``quality`` (in [0,1], higher = better). ``test`` is never touched here.
+Curves: ``epoch, train_loss, val_srcc, val_plcc`` (with ``refit``, val is part of training:
+the curve shows fit, not generalisation).
 """
 
 from __future__ import annotations
@@ -29,43 +36,54 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from diffiqa.cache import IMAGE_KINDS, read_cache
+from diffiqa.cache import read_cache
 from diffiqa.config import to_dict
+from diffiqa.devices import resolve_device
 from diffiqa.errors import ConfigError, DiffiqaError
-from diffiqa.evaluation import mos_mapping, predict_images, resolve_device
 from diffiqa.io_utils import atomic_path, write_text_atomic
-from diffiqa.training.datasets import TrainCropDataset, crops_by_row
-from diffiqa.training.features import can_cache_features, epoch_samples, feature_store, predict_images_from_features
+from diffiqa.prediction import mos_mapping
+from diffiqa.training.datasets import crops_by_row
+from diffiqa.training.features import can_cache_features, feature_store
+from diffiqa.training.ridge import DEFAULT_ALPHAS, ridge_cv
+from diffiqa.training.sources import FeatureSource, PixelSource
 
 log = logging.getLogger(__name__)
 
-RESUME_FORMAT_VERSION = 1
+RESUME_FORMAT_VERSION = 2
 CURVE_COLUMNS = ("epoch", "train_loss", "val_srcc", "val_plcc")
 
 
 @dataclass
 class TrainParams:
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    epochs: int = 10
-    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    epochs: int = 20
+    batch_size: int = 32
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int = 0  # kept for old params files; batches are built in-process
     eval_every: int = 1  # validate every n epochs (and always after the last)
-    patience: int = 0  # stop after this many validations without a better val SRCC; 0 = off
+    patience: int = 0  # without refit: stop after this many validations without a better val SRCC
+    warmup: float = 0.1  # fraction of the steps with a linear warm-up; then cosine decay to 0
+    ema_decay: float = 0.98  # per-step EMA of the weights (0 = off)
+    refit: bool = True  # train on train + val with the fixed recipe (no selection)
+    window: int = 10  # training window of the feature grid, cells a side (0 = whole grid)
+    ridge_folds: int = 5  # k of the k-fold CV that picks the skip path's ridge strength
     # Frozen backbones: encode every crop once (diffiqa.training.features) and train only the
     # heads on the stored features. Same model up to the storage rounding of the features.
     cache_features: bool = True
-    feature_dtype: str = "float16"  # or "float32" (bit-faithful features, twice the memory)
+    feature_dtype: str = "float16"  # or "float32"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError("train.epochs, train.batch_size and train.eval_every must be >= 1")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 0 or self.num_workers < 0:
             raise ConfigError("train.lr must be > 0; weight_decay, patience, num_workers >= 0")
+        if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("train.warmup and train.ema_decay must be in [0, 1)")
+        if self.window < 0 or self.ridge_folds < 2:
+            raise ConfigError("train.window must be >= 0 and train.ridge_folds >= 2")
         if self.feature_dtype not in ("float16", "float32"):
             raise ConfigError(f"train.feature_dtype must be float16 or float32, got {self.feature_dtype!r}")
 
@@ -115,30 +133,123 @@ def _write_curves(path: Path, history: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def _validate(model, cache, val_rows, val_quality, batch_size, device, store=None) -> dict:
+def _lr_factor(step: int, total: int, warmup: float) -> float:
+    """Linear warm-up over ``warmup * total`` steps, then cosine decay to 0 at ``total``."""
+    n_warm = max(1, int(round(warmup * total)))
+    if step < n_warm:
+        return (step + 1) / n_warm
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - n_warm) / max(1, total - n_warm))))
+
+
+class ResumeState:
+    """Everything an interrupted run needs, keyed by a fingerprint of what made it."""
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path, self.fingerprint = Path(path), fingerprint
+        self.epoch, self.history = 0, []
+        self.best = {"srcc": -math.inf, "epoch": -1, "val": None, "state": None, "bad_evals": 0}
+        self.stopped_early = False
+
+    def load(self, model, ema, optimizer, scheduler) -> bool:
+        if not self.path.exists():
+            return False
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        if saved.get("fingerprint") != self.fingerprint or saved.get("format_version") != RESUME_FORMAT_VERSION:
+            log.warning("%s was made with other config/split/cache; starting afresh", self.path)
+            return False
+        model.load_state_dict(saved["model"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        self.epoch, self.history, self.best = saved["epoch"], saved["history"], saved["best"]
+        self.stopped_early = saved["stopped_early"]
+        return True
+
+    def save(self, model, ema, optimizer, scheduler) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save({"format_version": RESUME_FORMAT_VERSION, "fingerprint": self.fingerprint,
+                        "model": _cpu_state(model), "ema": None if ema is None else _cpu_state(ema),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "epoch": self.epoch, "history": self.history, "best": self.best,
+                        "stopped_early": self.stopped_early}, tmp)
+
+
+def _val_metrics(source, model, rows, quality) -> dict:
     from diffiqa import metrics
 
-    if store is not None:
-        pred = predict_images_from_features(model, store, val_rows, batch_size, device)
-    else:
-        pred = predict_images(model, cache, val_rows, batch_size, device)
+    pred = source.predict(model, rows)
     try:
-        return {"srcc": float(metrics.srcc(pred, val_quality)), "plcc": float(metrics.plcc(pred, val_quality))}
-    except DiffiqaError as e:  # constant predictions (e.g. dead units early on): ranks last
+        return {"srcc": float(metrics.srcc(pred, quality)), "plcc": float(metrics.plcc(pred, quality))}
+    except DiffiqaError as e:  # constant predictions (e.g. zero-initialised heads, no skip)
         log.warning("val metrics undefined (%s); recorded as NaN", e)
         return {"srcc": float("nan"), "plcc": float("nan")}
 
 
-def _feature_batches(data: TrainCropDataset, store, batch_size: int, device):
-    """The DataLoader's batches of ``data`` (same items, order, flips), as stored features."""
-    # iter(DataLoader) draws one int64 from the global torch generator (its worker base seed);
-    # draw it too, so dropout masks match end-to-end training exactly.
-    torch.empty((), dtype=torch.int64).random_()
-    crops, flips, quality = epoch_samples(data)
-    for start in range(0, len(crops), batch_size):
-        end = start + batch_size
-        yield {"feats": store.batch(crops[start:end], flips[start:end], device=device),
-               "quality": torch.from_numpy(quality[start:end])}
+def fit_skip(model, source, rows, quality, folds: int, seed: int) -> dict[int, float]:
+    """Set ``model.skip`` to k-fold-CV ridge on the pooled features of ``rows``; freeze it.
+
+    Returns ``{row: out-of-fold ridge prediction}`` (the offsets the branches train on).
+    """
+    X = source.pooled(model, rows)
+    fit = ridge_cv(X, quality, DEFAULT_ALPHAS, folds=folds, seed=seed)
+    model.skip.set_ridge(fit)
+    model.skip.requires_grad_(False)
+    log.info("skip path: ridge on %d pooled features of %d images, alpha %.3g (k=%d CV)", X.shape[1], len(rows),
+             fit.alpha, folds)
+    return {"alpha": fit.alpha, "offsets": {int(r): float(o) for r, o in zip(rows, fit.oof)}}
+
+
+def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, params: TrainParams, val, offsets,
+               progress=True, stop_after_epochs=None, label="train") -> bool:
+    """The loop: epochs from ``state.epoch`` to ``params.epochs``; returns False when cut by
+    ``stop_after_epochs`` (a simulated kill)."""
+    device = next(p.device for p in model.parameters())
+    evaluated = ema.module if ema is not None else model
+    bar = tqdm(total=params.epochs, initial=state.epoch, desc=label, unit="epoch", disable=not progress)
+    done_now = 0
+    while state.epoch < params.epochs and not state.stopped_early:
+        if stop_after_epochs is not None and done_now >= stop_after_epochs:
+            bar.close()
+            return False
+        epoch = state.epoch
+        torch.manual_seed(epoch_seed(params.seed, epoch))
+        model.train()
+        loss_sum, n_seen = 0.0, 0
+        for batch in source.batches(epoch):
+            off = None
+            if offsets is not None:
+                off = torch.tensor([offsets[int(r)] for r in batch["rows"]], dtype=torch.float32, device=device)
+            pred = source.forward(model, batch["inputs"], skip_offset=off)["score"].reshape(-1)
+            target = batch["quality"].to(device=device, dtype=pred.dtype)
+            loss = torch.nn.functional.mse_loss(pred, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += float(loss.detach()) * len(target)
+            n_seen += len(target)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_srcc": None, "val_plcc": None}
+        if val is not None and ((epoch + 1) % params.eval_every == 0 or epoch + 1 == params.epochs):
+            m = _val_metrics(source, evaluated, *val)
+            record.update(val_srcc=m["srcc"], val_plcc=m["plcc"])
+            score = m["srcc"] if math.isfinite(m["srcc"]) else -2.0  # NaN ranks last
+            if score > state.best["srcc"]:
+                state.best.update(srcc=score, epoch=epoch + 1, val=m, state=_cpu_state(evaluated), bad_evals=0)
+            else:
+                state.best["bad_evals"] += 1
+                if not params.refit and params.patience and state.best["bad_evals"] >= params.patience:
+                    state.stopped_early = True
+        state.history.append(record)
+        state.epoch = epoch + 1
+        state.save(model, ema, optimizer, scheduler)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_srcc=record["val_srcc"])
+        done_now += 1
+    bar.close()
+    return True
 
 
 def train_split(
@@ -156,128 +267,92 @@ def train_split(
     curves_path=None,
     stop_after_epochs: int | None = None,
 ) -> dict:
-    """Train split ``split_id`` on ``split["train"]``, select on ``split["val"]``; write ``out_path``.
+    """Train split ``split_id`` (``split["train"]``, plus ``split["val"]`` with ``params.refit``); write ``out_path``.
 
     ``index_df``: the dataset's index (``quality`` is the target). ``restorer_path`` (the
     checkpoint that filled the cache) is recorded so ``diffiqa score`` can restore new images.
     ``curves_path`` defaults to ``work_dir/split-<k>.curves.csv``. ``stop_after_epochs``
     stops this call after that many epochs (a simulated kill; the run resumes on the next call).
     Returns ``{"split_id", "best_epoch", "val", "epochs_run", "stopped_early", "finished",
-    "history", "checkpoint"}``; ``finished`` is False only when ``stop_after_epochs`` cut it.
+    "history", "checkpoint", "skip_alpha"}``; ``finished`` is False only when ``stop_after_epochs`` cut it.
     """
     out_path, work_dir = Path(out_path), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     curves_path = Path(curves_path) if curves_path else work_dir / f"split-{split_id}.curves.csv"
-    last_path = work_dir / f"split-{split_id}.last.pt"
     device = resolve_device(device)
     cache = read_cache(cache_path)
     train_rows = np.asarray(split["train"], dtype=np.int64)
     val_rows = np.asarray(split.get("val", []), dtype=np.int64)
-    if len(train_rows) == 0 or len(val_rows) < 4:
-        raise ConfigError(f"split {split_id}: needs train rows and at least 4 val rows "
+    if len(train_rows) == 0 or (not params.refit and len(val_rows) < 4):
+        raise ConfigError(f"split {split_id}: needs train rows and, without refit, at least 4 val rows "
                           f"(has {len(train_rows)} train, {len(val_rows)} val)")
+    fit_rows = np.concatenate([train_rows, val_rows]) if params.refit else train_rows
     quality = index_df["quality"].to_numpy(np.float32)
     spec = cache.spec.to_attrs()
-    # The feature switches change speed, not the model (up to float16 rounding): a run may
-    # resume across them, and resume states from before they existed stay valid.
+    # The feature switches change speed, not the model (up to float16 rounding).
     run_params = {k: v for k, v in to_dict(params).items() if k not in ("cache_features", "feature_dtype")}
     fingerprint = _fingerprint(cfg=_config_dict(scorer_cfg), params=run_params, split_id=split_id,
                                train=train_rows.tolist(), val=val_rows.tolist(), cache=spec)
 
     torch.manual_seed(int(params.seed))  # the initial weights
     model = build_scorer(scorer_cfg).to(device)
+    if params.cache_features and can_cache_features(model):
+        store = feature_store(cache, model, params.feature_dtype, work_dir=work_dir, progress=progress)
+        source = FeatureSource(store, cache, model, fit_rows, quality[fit_rows], params.seed, params.batch_size,
+                               params.window, device)
+        if len(val_rows):
+            store.ensure(model, np.concatenate(crops_by_row(cache, val_rows)), device=device)
+    else:
+        source = PixelSource(cache, fit_rows, quality[fit_rows], params.seed, params.batch_size, device)
+
+    offsets, skip_alpha = None, None
+    if getattr(model, "skip", None) is not None:
+        skip = fit_skip(model, source, fit_rows, quality[fit_rows], params.ridge_folds, params.seed)
+        offsets, skip_alpha = skip["offsets"], skip["alpha"]
+
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    state = {"epoch": 0, "best_srcc": -math.inf, "best_epoch": -1, "best_val": None,
-             "best_state": None, "bad_evals": 0, "stopped_early": False, "history": []}
+    steps_per_epoch = math.ceil(len(fit_rows) / params.batch_size)
+    total = params.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: _lr_factor(i, total, params.warmup))
+    ema = None
+    if params.ema_decay > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(params.ema_decay), use_buffers=True)
+    state = ResumeState(work_dir / f"split-{split_id}.last.pt", fingerprint)
+    if state.load(model, ema, optimizer, scheduler):
+        log.info("split %d: resuming after epoch %d", split_id, state.epoch)
 
-    if last_path.exists():
-        saved = torch.load(last_path, map_location="cpu", weights_only=True)
-        if saved.get("fingerprint") == fingerprint and saved.get("format_version") == RESUME_FORMAT_VERSION:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            state = saved["state"]
-            torch.set_rng_state(saved["torch_rng"])  # re-seeded per epoch anyway; kept for completeness
-            log.info("split %d: resuming after epoch %d from %s", split_id, state["epoch"], last_path)
-        else:
-            log.warning("%s was made with other config/split/cache; starting split %d afresh", last_path, split_id)
+    val = (val_rows, quality[val_rows]) if len(val_rows) >= 4 else None
+    finished = run_epochs(model, ema, source, optimizer, scheduler, state, params, val, offsets, progress,
+                          stop_after_epochs, label=f"train split {split_id}")
+    _write_curves(curves_path, state.history)
+    if not finished:
+        return {"split_id": split_id, "finished": False, "epochs_run": state.epoch, "history": state.history}
 
-    store = None
-    if params.cache_features and can_cache_features(model) and state["epoch"] < params.epochs:
-        store = feature_store(cache, model, params.feature_dtype, work_dir=work_dir, progress=progress)
-        train_crops = np.concatenate(crops_by_row(cache, train_rows))
-        store.ensure(model, train_crops, flips=(False, True), device=device)
-        store.ensure(model, np.concatenate(crops_by_row(cache, val_rows)), flips=(False,), device=device)
-        log.info("split %d: training on cached backbone features (%d slots, %.0f MB)", split_id,
-                 int(store.filled.sum()), store.nbytes / 1e6)
-
-    epochs_this_call = 0
-    bar = tqdm(total=params.epochs, initial=state["epoch"], desc=f"train split {split_id}", unit="epoch",
-               disable=not progress)
-    while state["epoch"] < params.epochs and not state["stopped_early"]:
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            bar.close()
-            return {"split_id": split_id, "finished": False, "epochs_run": state["epoch"], "history": state["history"]}
-        epoch = state["epoch"]
-        torch.manual_seed(epoch_seed(params.seed, epoch))
-        data = TrainCropDataset(cache, train_rows, quality[train_rows], params.seed, epoch)
-        model.train()
-        loss_sum, n_seen = 0.0, 0
-        for batch in _feature_batches(data, store, params.batch_size, device) if store else DataLoader(
-                data, batch_size=params.batch_size, shuffle=False, num_workers=params.num_workers):
-            if store is not None:
-                pred = model.forward_features(batch["feats"])["score"].reshape(-1)
-            else:
-                pred = model(*[batch[k].to(device) for k in IMAGE_KINDS]).reshape(-1)
-            target = batch["quality"].to(device=device, dtype=pred.dtype)
-            loss = torch.nn.functional.mse_loss(pred, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(target)
-            n_seen += len(target)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_srcc": None, "val_plcc": None}
-        if (epoch + 1) % params.eval_every == 0 or epoch + 1 == params.epochs:
-            val = _validate(model, cache, val_rows, quality[val_rows], params.batch_size, device, store)
-            record.update(val_srcc=val["srcc"], val_plcc=val["plcc"])
-            score = val["srcc"] if math.isfinite(val["srcc"]) else -2.0  # NaN (constant output) ranks last
-            if score > state["best_srcc"]:
-                state.update(best_srcc=score, best_epoch=epoch + 1, best_val=val, best_state=_cpu_state(model),
-                             bad_evals=0)
-            else:
-                state["bad_evals"] += 1
-                if params.patience and state["bad_evals"] >= params.patience:
-                    state["stopped_early"] = True
-                    log.info("split %d: no val improvement in %d evaluations; stopping", split_id, params.patience)
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        with atomic_path(last_path) as tmp:
-            torch.save({"format_version": RESUME_FORMAT_VERSION, "fingerprint": fingerprint,
-                        "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "state": state,
-                        "torch_rng": torch.get_rng_state()}, tmp)
-        _write_curves(curves_path, state["history"])
-        log.info("split %d epoch %d: loss %.5f val SRCC %s", split_id, epoch + 1, record["train_loss"],
-                 "-" if record["val_srcc"] is None else f"{record['val_srcc']:.4f}")
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_srcc=record["val_srcc"], best=state["best_epoch"])
-        epochs_this_call += 1
-    bar.close()
-
-    model.load_state_dict(state["best_state"])
+    final = ema.module if ema is not None else model
+    if params.refit or state.best["state"] is None:
+        best_epoch, val_metrics = state.epoch, (state.history[-1] if val else {})
+        val_metrics = {"srcc": val_metrics.get("val_srcc"), "plcc": val_metrics.get("val_plcc")}
+    else:
+        final.load_state_dict(state.best["state"])
+        best_epoch, val_metrics = state.best["epoch"], state.best["val"]
     extra = {
         "split_id": int(split_id),
-        "best_epoch": int(state["best_epoch"]),
-        "val": {k: float(v) for k, v in state["best_val"].items()},  # NaN if never defined
+        "best_epoch": int(best_epoch),
+        "val": {k: (float("nan") if v is None else float(v)) for k, v in val_metrics.items()},
+        "val_in_training": bool(params.refit),
+        "skip_alpha": skip_alpha,
         "mos_mapping": mos_mapping(index_df),
         "restorer_sha256": spec["restorer_sha256"],
         "restore": spec,
         "restorer_path": str(restorer_path) if restorer_path else "",
         "train_params": to_dict(params),
-        "n_train": int(len(train_rows)),
+        "n_train": int(len(fit_rows)),
         "n_val": int(len(val_rows)),
     }
-    _save_scorer_atomic(out_path, model.cpu(), scorer_cfg, extra)
-    log.info("split %d: best epoch %d, val SRCC %.4f -> %s", split_id, extra["best_epoch"], extra["val"]["srcc"], out_path)
+    _save_scorer_atomic(out_path, final.cpu(), scorer_cfg, extra)
+    log.info("split %d: %d epochs, skip alpha %s -> %s", split_id, state.epoch, skip_alpha, out_path)
     return {"split_id": int(split_id), "finished": True, "best_epoch": extra["best_epoch"], "val": extra["val"],
-            "epochs_run": state["epoch"], "stopped_early": state["stopped_early"], "history": state["history"],
-            "checkpoint": str(out_path)}
+            "epochs_run": state.epoch, "stopped_early": state.stopped_early, "history": state.history,
+            "checkpoint": str(out_path), "skip_alpha": skip_alpha}

@@ -1,0 +1,90 @@
+"""Ridge regression with its strength chosen by k-fold cross-validation: the linear probe.
+
+One implementation serves two jobs, so the model and the baseline it must beat are fitted
+the same way: the scorer's pooled linear skip path (``DualBranchScorer.skip``) is initialised
+with it, and ``benchmarks/accuracy.py``'s frozen-feature baselines are it.
+
+Features are standardised on the training rows; the strength ``alpha`` comes from a wide
+log grid, each value scored by the k-fold mean squared error of its out-of-fold
+predictions (generalised cross-validation picks degenerate strengths when there are more
+features than images, so it is not used). The SVD of each fold's design matrix serves every
+``alpha`` at once, so a 25-value grid costs about one fit per fold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 7, 28))
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    """``sign(x) * log1p(|x|)``: tames the heavy tails of pooled CNN features (no-op near 0)."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass
+class RidgeFit:
+    """``predict(X) = ((X - mean) / scale) @ coef + intercept``; ``oof``: out-of-fold
+    predictions of the training rows (what a model that never saw each row would say)."""
+
+    alpha: float
+    coef: np.ndarray  # (p,)
+    intercept: float
+    mean: np.ndarray  # (p,)
+    scale: np.ndarray  # (p,)
+    oof: np.ndarray  # (n,)
+    cv_mse: np.ndarray  # (len(alphas),)
+    alphas: tuple[float, ...]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X, np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
+
+
+def _standardise(X: np.ndarray):
+    mean = X.mean(0)
+    scale = X.std(0)
+    scale = np.where(scale > 1e-12, scale, 1.0)  # constant columns: left at 0 after centring
+    return (X - mean) / scale, mean, scale
+
+
+def _path(X: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Coefficients for every alpha ``(len(alphas), p)`` on standardised X, plus intercept, mean, scale."""
+    Z, mean, scale = _standardise(X)
+    y_mean = float(y.mean())
+    U, s, Vt = np.linalg.svd(Z, full_matrices=False)
+    Uty = U.T @ (y - y_mean)
+    shrink = s[None, :] / (s[None, :] ** 2 + np.asarray(alphas)[:, None])  # (A, r)
+    coefs = (shrink * Uty[None, :]) @ Vt  # (A, p)
+    return coefs, y_mean, mean, scale
+
+
+def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    """Fold of each of ``n`` rows: a seeded permutation cut into ``folds`` near-equal parts."""
+    if folds < 2 or n < folds:
+        raise ValueError(f"need 2 <= folds <= n, got folds={folds}, n={n}")
+    ids = np.empty(n, dtype=np.int64)
+    ids[np.random.default_rng(seed).permutation(n)] = np.arange(n) % folds
+    return ids
+
+
+def ridge_cv(X: np.ndarray, y: np.ndarray, alphas=DEFAULT_ALPHAS, folds: int = 5, seed: int = 0) -> RidgeFit:
+    """Fit ridge on ``X (n,p)``, ``y (n,)`` with alpha chosen by ``folds``-fold CV MSE; refit on all rows."""
+    X = np.asarray(X, np.float64)
+    y = np.asarray(y, np.float64)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X must be (n,p) with n = len(y); got {X.shape} and {y.shape}")
+    alphas = tuple(float(a) for a in alphas)
+    fid = fold_ids(len(y), folds, seed)
+    oof_all = np.zeros((len(alphas), len(y)))
+    for f in range(folds):
+        tr, te = fid != f, fid == f
+        coefs, b, mean, scale = _path(X[tr], y[tr], alphas)
+        oof_all[:, te] = (((X[te] - mean) / scale) @ coefs.T).T + b
+    cv_mse = ((oof_all - y[None, :]) ** 2).mean(1)
+    best = int(np.argmin(cv_mse))
+    coefs, b, mean, scale = _path(X, y, alphas[best : best + 1])
+    return RidgeFit(alpha=alphas[best], coef=coefs[0], intercept=b, mean=mean, scale=scale, oof=oof_all[best],
+                    cv_mse=cv_mse, alphas=alphas)
