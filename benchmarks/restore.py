@@ -186,6 +186,13 @@ def main(argv=None) -> int:
         keep = np.linspace(0, len(meta) - 1, args.max_pairs).round().astype(int)
         distorted, pristine, meta = distorted[keep], pristine[keep], meta.iloc[keep].reset_index(drop=True)
 
+    # Crops the distortion left bit-identical (e.g. gaussian_blur level 1, sigma 0.1, on smooth
+    # content) are identity pairs in fact: count them there, not as blur with a 100 dB "PSNR".
+    same = (distorted.reshape(len(meta), -1) == pristine.reshape(len(meta), -1)).all(axis=1)
+    relabelled = int((same & (meta["distortion"] != "identity").to_numpy()).sum())
+    meta = meta.copy()
+    meta.loc[same, "distortion"] = "identity"
+
     results = {}
     for t_start in (float(t) for t in args.t_start.split(",")):
         for spec in args.samplers.split(","):
@@ -203,7 +210,8 @@ def main(argv=None) -> int:
         f"checkpoint: {ckpt} sha256 {sha256(ckpt)[:12]}, {count_parameters(net):,} parameters, "
         f"trained steps {extra.get('steps')}, crop {cfg.crop_size}, EMA {extra.get('ema')}",
         f"held-out pairs: {len(meta)} crops of {distorted.shape[-1]}² from {pairs_dir} "
-        f"({meta['source'].nunique()} images not in the training rows); crops per family: "
+        f"({meta['source'].nunique()} images not in the training rows; {relabelled} distorted crops identical to "
+        f"their pristine crop counted as identity); crops per family: "
         + ", ".join(f"{f} {family_count(next(iter(results.values())), f)}" for f in FAMILIES),
         f"checkpoint's chain: {cfg.sampler.sampler}-{cfg.sampler.steps} from t={cfg.sampler.t_start:g}"
         + (f"; {fmt(image_seconds)} s per {args.image_size}² image on {args.threads} thread(s)" if image_seconds else ""),
