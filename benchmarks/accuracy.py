@@ -1,22 +1,27 @@
-"""Accuracy benchmark: the model, its ablations and two baselines on the same content-disjoint splits.
+"""Accuracy benchmark: the model, its ablations and the frozen baselines on the same splits.
 
-Run from a DVC working tree where `dvc repro restore@<ds>` has filled the cache (the cpu
-profile: `diffiqa profile cpu && dvc repro restore@clive`). Every row uses the same
-`data/prepared/<ds>/splits.json` (first ``--splits`` splits), trains on `train`, selects on
-`val` and reports SRCC / PLCC (after the 4-parameter logistic fit) on `test`, mean ± std over
-splits. The four model rows share one restore cache and are `ScorerConfig` switches trained
-with `diffiqa.training.trainer.train_split` in this one process (the frozen backbone features
-are memoised per process, so the first model row pays for encoding the crops).
+Every row reads the same content-disjoint splits (``splits.json``: the first ``--splits``),
+fits on ``train + val`` (the model: fixed recipe, ``refit``; the baselines: strengths by
+k-fold CV on the same rows), and is scored on ``test``: SRCC and PLCC (after the 4-parameter
+logistic fit), mean ± std over splits, plus **paired per-split differences** (mean ± s.e.,
+splits won) of the model against the strongest baseline and against its distorted-only
+ablation.
 
-Rows: full (VCG + VDA, restored and noisy inputs; or the checkpoints of `dvc repro train@<ds>`
-with ``--full-models``), vcg_only, vda_only, distorted_only, lite0_ridge (frozen multi-level
-EfficientNet-Lite0, mean+std pooled, whole image at native resolution, ridge), brisque_krr (36
-NSS features, RBF kernel ridge), niqe (no training; pristine model shipped in the package).
+Inputs are the whole-image tile features of ``benchmarks/tile_features.py`` (every image cut
+into tiles that cover it, each tile through the frozen backbone with cell statistics): the
+baselines pool them (mean and std over the grid of every level: the same pooled features
+as the model's skip path), the model rows train ``diffiqa.training.trainer.train_split`` on
+them through a filled feature store (the same numbers the train stage would compute from
+the cache, encoded once instead of once per row). Restored / noisy features come from a
+restore cache with the same tiles (``tile_features.py --cache``).
 
-Usage:
-  python benchmarks/accuracy.py --dataset clive [--splits 5] [--workdir outputs/bench_accuracy]
-      [--skip niqe,vda_only] [--only full,lite0_ridge] [--full-models models/scorer/clive]
-      [--params params.yaml] [--epochs N] [--no-progress]
+    python benchmarks/tile_features.py --prepared P --root R --out T --backbones tf_efficientnet_lite0,tf_efficientnet_lite2
+    python benchmarks/tile_features.py ... --cache data/cache/clive.zarr --kinds restored,noisy_1,noisy_2
+    python benchmarks/accuracy.py --prepared P --tiles T --splits 10 --rows full,distorted_only,lite02_ridge \\
+        --out benchmarks/results/accuracy [--epochs 20] [--cache-sha SHA]
+
+Rows: see ``MODEL_ROWS`` and ``BASELINE_ROWS``. Results merge into ``<out>/results.json``
+(rows of earlier runs kept) and ``<out>/tables.md`` is rewritten from all rows.
 """
 
 from __future__ import annotations
@@ -34,200 +39,229 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-import baselines  # noqa: E402
 from diffiqa import metrics  # noqa: E402
-from diffiqa.config import from_dict, from_preset, load_params  # noqa: E402
-from diffiqa.data.index import read_prepared  # noqa: E402
-from diffiqa.evaluation import mos_mapping  # noqa: E402
-from diffiqa.io_utils import write_json_atomic  # noqa: E402
-from diffiqa.scorer import scorer_preset  # noqa: E402
+from diffiqa.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
+from diffiqa.scorer import DualBranchScorer, scorer_preset  # noqa: E402
+from diffiqa.training.features import FeatureStore  # noqa: E402
+from diffiqa.training.ridge import ridge_cv  # noqa: E402
 from diffiqa.training.trainer import TrainParams, train_split  # noqa: E402
 
 log = logging.getLogger("benchmarks.accuracy")
 
-MODEL_ROWS = {  # row -> (ScorerConfig overrides, description)
-    "full": ({}, "VCG + VDA, distorted + restored + noisy_1/2"),
-    "vcg_only": ({"use_vda": False}, "VCG branch only (`scorer.use_vda=false`)"),
-    "vda_only": ({"use_vcg": False}, "VDA branch only (`scorer.use_vcg=false`)"),
-    "distorted_only": ({"use_restored": False, "use_noisy": False},
-                       "both branches, distorted input only (no diffusion)"),
+LITE = {"lite0": "tf_efficientnet_lite0", "lite1": "tf_efficientnet_lite1", "lite2": "tf_efficientnet_lite2"}
+MODEL_ROWS = {  # row -> (ScorerConfig overrides on the cpu preset, description)
+    "full": ({"use_restored": True, "use_noisy": True}, "VCG + VDA + skip; distorted, restored, noisy_1/2"),
+    "distorted_only": ({"use_restored": False, "use_noisy": False}, "the same model, distorted input only"),
+    "restored_only": ({"use_noisy": False}, "guidance by the restored image only (no noisy states)"),
+    "noisy_only": ({"use_restored": False}, "guidance by the noisy states only (no restored image)"),
+    "vcg_only": ({"use_vda": False}, "VCG branch + skip (no VDA)"),
+    "vda_only": ({"use_vcg": False}, "VDA branch + skip (no VCG)"),
 }
 BASELINE_ROWS = {
-    "lite0_ridge": "frozen Lite0 levels 1-4, mean+std pooled, whole image; ridge (alpha on val)",
-    "brisque_krr": "BRISQUE-style 36 NSS features; RBF kernel ridge (alpha, gamma on val)",
-    "niqe": "NIQE (no training; pristine model in diffiqa/assets)",
+    "lite0_ridge": ("lite0",), "lite1_ridge": ("lite1",), "lite2_ridge": ("lite2",),
+    "lite02_ridge": ("lite0", "lite2"), "lite012_ridge": ("lite0", "lite1", "lite2"),
 }
-ALL_ROWS = [*MODEL_ROWS, *BASELINE_ROWS]
+BASELINE_WHAT = ("frozen {names}: levels 1-4 + 1280-d head, mean+std per 32-px cell, mean+std over the grid, "
+                 "whole image; ridge, alpha by 5-fold CV on train+val")
 
 
-def summarize(per_split: list[dict]) -> dict:
+class TileCache:
+    """What the feature path of ``train_split`` reads of a cache: one "crop" per tile."""
+
+    @dataclasses.dataclass
+    class Spec:
+        restorer_sha256: str
+
+        def to_attrs(self) -> dict:
+            return {"restorer_sha256": self.restorer_sha256, "tiles": "benchmarks/tile_features.py"}
+
+    def __init__(self, tiles: pd.DataFrame, path: str, sha: str):
+        self.rows = tiles["row"].to_numpy(np.int64)
+        self.path = path
+        self.spec = self.Spec(sha)
+
+    def read(self, kind, ids, raw=False):  # never called: every slot is filled
+        raise RuntimeError("TileCache holds features only")
+
+
+def load_tile_features(tiles_dir: Path, kind: str, backbone: str) -> tuple[np.ndarray, list[int]]:
+    arr = np.load(tiles_dir / f"{kind}_{backbone}.npy", mmap_mode="r")
+    channels = json.loads((tiles_dir / f"{backbone}.channels.json").read_text())["channels"]
+    return arr, channels
+
+
+def filled_store(model: DualBranchScorer, cache: TileCache, tiles_dir: Path) -> FeatureStore:
+    """A FeatureStore whose unflipped slots hold the precomputed tile features of what ``model`` encodes."""
+    store = FeatureStore(cache, dtype="float16", progress=False)
+    layout, arrays = [], []
+    n = len(cache.rows)
+    cfg = model.cfg
+    if "shared" in model.backbones:  # one backbone run for both branches: the union of their levels
+        specs = {"shared": (cfg.vcg_backbone, tuple(sorted(set(cfg.vcg_out_indices) | set(cfg.vda_out_indices))))}
+    else:
+        specs = {"vcg": (cfg.vcg_backbone, cfg.vcg_out_indices), "vda": (cfg.vda_backbone, cfg.vda_out_indices)}
+    for kind in model.kinds_needed:
+        for key, (backbone, out_indices) in specs.items():
+            if key not in model.backbones:
+                continue
+            arr, channels = load_tile_features(tiles_dir, kind, backbone)
+            offsets = np.concatenate([[0], np.cumsum(channels)])
+            want = model.backbones[key].channels
+            for i, level in enumerate(out_indices):
+                lo, hi = offsets[level - 1], offsets[level]
+                if hi - lo != want[i]:
+                    raise SystemExit(f"{backbone} level {level}: stored {hi - lo} channels, model wants {want[i]}")
+                a = np.zeros((2 * n, hi - lo, *arr.shape[-2:]), dtype=np.float16)  # odd slots stay untouched
+                a[0::2] = arr[:, lo:hi]
+                layout.append((kind, key, i))
+                arrays.append(a)
+    store.layout, store.arrays = layout, arrays
+    store.filled[0::2] = True
+    return store
+
+
+def pooled(tiles_dir: Path, tiles: pd.DataFrame, n_images: int, backbones, kind="distorted") -> np.ndarray:
+    """Image x features: per tile, mean and std over the grid of every stored channel; mean over tiles."""
+    parts = []
+    for bb in backbones:
+        arr, _ = load_tile_features(tiles_dir, kind, bb)
+        f = np.asarray(arr, dtype=np.float32).reshape(arr.shape[0], arr.shape[1], -1)
+        parts.append(np.concatenate([f.mean(2), f.std(2)], axis=1))
+    per_tile = np.concatenate(parts, axis=1).astype(np.float64)
+    out = np.zeros((n_images, per_tile.shape[1]))
+    counts = np.bincount(tiles["row"], minlength=n_images).astype(np.float64)
+    np.add.at(out, tiles["row"].to_numpy(), per_tile)
+    return out / counts[:, None]
+
+
+def split_metrics(k, pred, mos, **extra) -> dict:
+    return {"split": k, "srcc": float(metrics.srcc(pred, mos)), "plcc": float(metrics.plcc(pred, mos)), **extra}
+
+
+def run_baseline(name, args, index, splits, tiles) -> dict:
+    names = BASELINE_ROWS[name]
+    X = pooled(args.tiles, tiles, len(index), [LITE[n] for n in names])
+    q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
+    per_split = []
+    for k, s in enumerate(splits):
+        fit_rows = np.asarray(s["train"] + s["val"], dtype=np.int64)
+        test = np.asarray(s["test"], dtype=np.int64)
+        fit = ridge_cv(X[fit_rows], q[fit_rows], folds=5, seed=0)
+        per_split.append(split_metrics(k, fit.predict(X[test]), mos[test], alpha=fit.alpha))
+    return {"per_split": per_split, "what": BASELINE_WHAT.format(names=" + ".join(n.capitalize() for n in names)),
+            "n_features": int(X.shape[1])}
+
+
+def run_model(name, args, index, splits, tiles) -> dict:
+    overrides, what = MODEL_ROWS[name]
+    cfg = scorer_preset("cpu", **overrides, **json.loads(args.scorer or "{}"))
+    tp = TrainParams(**{**dict(lr=1e-3, weight_decay=0.05, epochs=args.epochs, batch_size=32, seed=0, refit=True,
+                               window=10, ema_decay=0.98), **json.loads(args.train or "{}")})
+    cache = TileCache(tiles, str(args.tiles), args.cache_sha)
+    work = args.out / "work" / name
+    per_split, store = [], None
+    mos = index["mos"].to_numpy(np.float64)
+    for k, s in enumerate(splits):
+        torch.manual_seed(0)
+        if store is None:
+            store = filled_store(DualBranchScorer(cfg), cache, args.tiles)
+        r = train_split(cache, index, s, k, cfg, tp, out_path=work / f"split-{k}.pt", work_dir=work / "resume",
+                        progress=False, store=store)
+        from diffiqa.scorer import load_scorer
+        from diffiqa.training.features import predict_images_from_features
+
+        model, _, extra = load_scorer(work / f"split-{k}.pt")
+        test = np.asarray(s["test"], dtype=np.int64)
+        pred = predict_images_from_features(model, store, test)
+        per_split.append(split_metrics(k, pred, mos[test], skip_alpha=r["skip_alpha"],
+                                       gains=[float(g) for g in model.branch_gain] if model.branch_gain is not None else None))
+        log.info("%s split %d: test SRCC %.4f", name, k, per_split[-1]["srcc"])
+    return {"per_split": per_split, "what": what, "scorer": dataclasses.asdict(cfg), "train": dataclasses.asdict(tp)}
+
+
+def summarize(per_split) -> dict:
     out = {}
     for key in ("srcc", "plcc"):
-        vals = np.array([s[key] for s in per_split], dtype=np.float64)
-        out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=0))}
+        v = np.array([s[key] for s in per_split])
+        out[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=0))}
     return out
 
 
-def evaluate_checkpoint(ckpt, k, cache_path, index, split, tp, row_dir, progress) -> dict:
-    """Test SRCC/PLCC of split ``k``'s checkpoint: image score = mean over its cached crops, as
-    ``diffiqa.evaluation.evaluate_splits``, but from the per-process feature store when the
-    backbones are frozen (the rows share one encoding of the test crops)."""
-    from diffiqa.cache import read_cache
-    from diffiqa.evaluation import load_model_for_cache, predict_images, quality_to_mos
-    from diffiqa.training.features import can_cache_features, feature_store, predict_images_from_features
-
-    cache = read_cache(cache_path)
-    model, _cfg, extra = load_model_for_cache(ckpt, cache)
-    if int(extra.get("split_id", k)) != k:
-        raise SystemExit(f"{ckpt}: is the model of split {extra['split_id']}, not of split {k}")
-    test = np.asarray(split["test"], dtype=np.int64)
-    if tp.cache_features and can_cache_features(model):
-        store = feature_store(cache, model, tp.feature_dtype, work_dir=row_dir / "resume", progress=progress)
-        quality = predict_images_from_features(model, store, test)
-    else:
-        quality = predict_images(model, cache, test, progress=progress)
-    pred, mos = quality_to_mos(quality, extra.get("mos_mapping") or mos_mapping(index)), index["mos"].to_numpy()[test]
-    return {"split": k, "srcc": metrics.srcc(pred, mos), "plcc": metrics.plcc(pred, mos),
-            "best_epoch": extra.get("best_epoch"), "val_srcc": (extra.get("val") or {}).get("srcc")}
+def paired(a: dict, b: dict) -> dict:
+    """Per-split SRCC differences a - b on the splits both rows have."""
+    sa = {s["split"]: s["srcc"] for s in a["per_split"]}
+    sb = {s["split"]: s["srcc"] for s in b["per_split"]}
+    common = sorted(set(sa) & set(sb))
+    d = np.array([sa[k] - sb[k] for k in common])
+    return {"n": len(d), "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan"),
+            "won": int((d > 0).sum())}
 
 
-def run_model_row(name, overrides, args, index, splits, cache, base_cfg, tp, restorer_path, work) -> dict:  # noqa: PLR0913
-    cfg = dataclasses.replace(base_cfg, **overrides)
-    row_dir = work / name
-    if name == "full" and args.full_models:
-        ckpts = [Path(args.full_models) / f"split-{k}.pt" for k in range(len(splits))]
-        source = f"checkpoints of {args.full_models}"
-    else:
-        ckpts = []
-        for k, split in enumerate(splits):
-            r = train_split(cache, index, split, k, cfg, tp, out_path=row_dir / f"split-{k}.pt", work_dir=row_dir / "resume",
-                            progress=args.progress, restorer_path=restorer_path)
-            log.info("%s split %d: best epoch %s val SRCC %.4f", name, k, r["best_epoch"], r["val"]["srcc"])
-            ckpts.append(Path(r["checkpoint"]))
-        source = "trained here"
-    per_split = [evaluate_checkpoint(ckpt, k, cache, index, split, tp, row_dir, args.progress)
-                 for k, (ckpt, split) in enumerate(zip(ckpts, splits))]
-    write_json_atomic(row_dir / "metrics.json", {"per_split": per_split, **summarize(per_split)})
-    return {"per_split": per_split, "source": source}
-
-
-def run_baseline_row(name, args, index, splits, root, work) -> dict:
-    mos = index["mos"].to_numpy(np.float64)
-    if name == "niqe":
-        score = baselines.niqe_scores(index, root, work, args.progress)
-        per_split = [{"split": k, "srcc": metrics.srcc(score[s["test"]], mos[s["test"]]),
-                      "plcc": metrics.plcc(score[s["test"]], mos[s["test"]])} for k, s in enumerate(splits)]
-        return {"per_split": per_split, "source": "no training"}
-    if name == "lite0_ridge":
-        feats, fit = baselines.lite0_features(index, root, work, args.progress), baselines.fit_ridge
-    else:
-        feats, fit = baselines.nss_features(index, root, work, args.progress), baselines.fit_kernel_ridge
-    per_split = []
-    for k, s in enumerate(splits):
-        train, val, test = (np.asarray(s[p], dtype=np.int64) for p in ("train", "val", "test"))
-        pred, chosen = fit(feats, mos, train, val, test)
-        per_split.append({"split": k, "srcc": metrics.srcc(pred, mos[test]), "plcc": metrics.plcc(pred, mos[test]),
-                          **chosen})
-    return {"per_split": per_split, "source": f"{feats.shape[1]} features"}
-
-
-def machine_line() -> str:
-    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), {'cuda' if torch.cuda.is_available() else 'cpu'}")
-
-
-def write_results(path: Path, header: list[str], results: dict) -> None:
-    """Merge this run's rows into ``path`` (rows of earlier ``--only`` runs are kept)."""
-    merged = json.loads(path.read_text())["results"] if path.exists() else {}
-    merged.update(results)
-    write_json_atomic(path, {"header": header, "results": merged})
-
-
-def table(results: dict) -> str:
-    lines = ["| method | what | SRCC | PLCC | wall s |", "|---|---|---|---|---|"]
+def tables(results: dict, header: list[str]) -> str:
+    lines = [*header, "", "| row | what | SRCC | PLCC | wall s |", "|---|---|---|---|---|"]
     for name, r in results.items():
-        what = MODEL_ROWS[name][1] if name in MODEL_ROWS else BASELINE_ROWS[name]
         s, p = r["srcc"], r["plcc"]
-        lines.append(f"| {name} | {what} | {s['mean']:.3f} ± {s['std']:.3f} | {p['mean']:.3f} ± {p['std']:.3f} "
-                     f"| {r['wall_s']:.0f} |")
-    return "\n".join(lines)
+        lines.append(f"| {name} | {r['what']} | {s['mean']:.3f} ± {s['std']:.3f} | {p['mean']:.3f} ± {p['std']:.3f} | {r['wall_s']:.0f} |")
+    baselines = [n for n in results if n in BASELINE_ROWS]
+    models = [n for n in results if n in MODEL_ROWS]
+    if baselines and models:
+        best = max(baselines, key=lambda n: results[n]["srcc"]["mean"])
+        lines += ["", f"Paired per-split SRCC differences (strongest baseline: {best}):", "",
+                  "| comparison | mean ± s.e. | splits won |", "|---|---|---|"]
+        pairs = [(m, best) for m in models]
+        if "distorted_only" in results:
+            pairs += [(m, "distorted_only") for m in models if m != "distorted_only"]
+        for a, b in pairs:
+            d = paired(results[a], results[b])
+            lines.append(f"| {a} − {b} | {d['mean']:+.3f} ± {d['se']:.3f} | {d['won']}/{d['n']} |")
+    lines += ["", "Test SRCC per split:", "", "| row | " + " | ".join(str(s["split"]) for s in next(iter(results.values()))["per_split"]) + " |",
+              "|---|" + "---|" * len(next(iter(results.values()))["per_split"])]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{s['srcc']:.3f}" for s in r["per_split"]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--splits", type=int, default=5, help="use the first N splits of splits.json")
-    ap.add_argument("--workdir", default="outputs/bench_accuracy", help="intermediates (checkpoints, features)")
-    ap.add_argument("--params", default="params.yaml", help="scorer and train groups for the model rows")
-    ap.add_argument("--skip", default="", help=f"comma-separated rows to leave out, of {ALL_ROWS}")
-    ap.add_argument("--only", default="", help="comma-separated rows to run (default: all)")
-    ap.add_argument("--full-models", help="the full row evaluates these split-<k>.pt (e.g. models/scorer/clive)")
-    ap.add_argument("--epochs", type=int, help="override train.epochs")
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    ap.add_argument("--prepared", type=Path, required=True)
+    ap.add_argument("--tiles", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy")
+    ap.add_argument("--splits", type=int, default=10)
+    ap.add_argument("--rows", default="lite0_ridge,lite2_ridge,lite02_ridge,distorted_only")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--scorer", default="", help="JSON overrides of the cpu scorer preset for the model rows")
+    ap.add_argument("--train", default="", help="JSON overrides of TrainParams for the model rows")
+    ap.add_argument("--cache-sha", default="none", help="sha256 of the restorer behind the restored/noisy tiles")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows = [r.strip() for r in args.only.split(",") if r.strip()] or list(ALL_ROWS)
-    skip = {r.strip() for r in args.skip.split(",") if r.strip()}
-    unknown = (set(rows) | skip) - set(ALL_ROWS)
-    if unknown:
-        ap.error(f"unknown rows {sorted(unknown)}; known: {ALL_ROWS}")
-    rows = [r for r in rows if r not in skip]
-
-    ds = args.dataset
-    index, splits_obj = read_prepared(Path("data/prepared") / ds)
-    splits = splits_obj["splits"][: args.splits]
-    if len(splits) < args.splits:
-        log.warning("splits.json has only %d splits", len(splits))
-    root = Path(splits_obj.get("root_abs") or splits_obj["root"])
-    cache = Path("data/cache") / f"{ds}.zarr"
-    restorer_path = "models/restorer/restorer.pt"
-    params = load_params(args.params)
-    base_cfg = from_preset(scorer_preset, params.get("scorer"), "scorer")
-    train_group = dict(params.get("train") or {})
-    if args.epochs:
-        train_group["epochs"] = args.epochs
-    tp = from_dict(TrainParams, train_group, "train")
-    work = Path(args.workdir) / ds
-    work.mkdir(parents=True, exist_ok=True)
-
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    index = pd.read_parquet(args.prepared / "index.parquet")
+    splits = json.loads((args.prepared / "splits.json").read_text())["splits"][: args.splits]
+    tiles = pd.read_parquet(args.tiles / "tiles.parquet")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text())["results"] if results_path.exists() else {}
     header = [
-        f"command: {shlex.join(['python', *sys.argv])}",
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"machine: {machine_line()}",
-        f"data: {ds}, {len(index)} images, {len(splits)} content-disjoint splits "
-        f"({splits_obj.get('protocol')}, seeds {splits_obj.get('seeds', [])[: len(splits)]}), "
-        f"train/val/test {len(splits[0]['train'])}/{len(splits[0]['val'])}/{len(splits[0]['test'])}",
-        f"train params: {json.dumps(train_group)}",
+        f"command: python benchmarks/accuracy.py {shlex.join(sys.argv[1:] if argv is None else argv)}",
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})",
+        f"data: {args.prepared} ({len(index)} images, {len(tiles)} tiles), splits 0-{len(splits) - 1}",
     ]
-    results = {}
-    for name in rows:
-        t0 = time.perf_counter()
-        log.info("row %s", name)
-        if name in MODEL_ROWS:
-            r = run_model_row(name, MODEL_ROWS[name][0], args, index, splits, cache, base_cfg, tp, restorer_path, work)
-        else:
-            r = run_baseline_row(name, args, index, splits, root, work)
-        r.update(summarize(r["per_split"]), wall_s=time.perf_counter() - t0)
+    for name in args.rows.split(","):
+        t0 = time.time()
+        r = run_baseline(name, args, index, splits, tiles) if name in BASELINE_ROWS else run_model(name, args, index, splits, tiles)
+        r.update(summarize(r["per_split"]), wall_s=time.time() - t0,
+                 date=datetime.now(timezone.utc).isoformat(timespec="seconds"), header=header)
         results[name] = r
-        log.info("%s: SRCC %.4f ± %.4f, PLCC %.4f ± %.4f (%.0f s)", name, r["srcc"]["mean"], r["srcc"]["std"],
-                 r["plcc"]["mean"], r["plcc"]["std"], r["wall_s"])
-        write_results(work / "results.json", header, results)
-    if "full" in results or any(r in results for r in MODEL_ROWS):
-        from diffiqa.cache import read_cache
-
-        spec = read_cache(cache).spec.to_attrs()
-        header.append("restore cache: " + ", ".join(f"{k}={spec[k]}" for k in (
-            "crop_size", "crops_per_image", "sampler", "steps", "t_start", "keep_steps", "dtype") if k in spec))
-    print("\n".join(header) + "\n\n" + table(results))
-    print("\nSRCC/PLCC on each split's test part (PLCC after the 4-parameter logistic fit), mean ± std over splits; "
-          "wall s = training + evaluation of all splits (the first model row also encodes the crops).")
-    write_results(work / "results.json", header, results)
+        write_json_atomic(results_path, {"results": results})
+        log.info("%s: SRCC %.3f ± %.3f (%.0f s)", name, r["srcc"]["mean"], r["srcc"]["std"], r["wall_s"])
+    write_text_atomic(args.out / "tables.md", tables(results, header))
+    print(tables(results, header))
     return 0
 
 

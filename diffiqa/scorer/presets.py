@@ -25,7 +25,7 @@ _WHOLE_IMAGE = dict(
     # 4:2:1:1 with CNN levels: the distorted image gets strides 8-32 and the head; the restored
     # and noisy images the fine levels, where restoration changes things.
     vcg_levels=((1, 2, 3, 4), (0, 1), (0,), (0,)),
-    vda_backbone="tf_efficientnet_lite0", vda_out_indices=(1, 2, 3), vda_grid_level=-1,
+    vda_backbone="tf_efficientnet_lite0", vda_out_indices=(1, 2, 3, 4), vda_grid_level=-1,
     pretrained="pypi", share_backbone=True, channels_last=True, freeze_backbones=True,
     cell_stats=True, slot_norm=True, zero_init_heads=True, skip=True, skip_kinds=("distorted",),
     fusion="learned",

@@ -266,6 +266,7 @@ def train_split(
     restorer_path=None,
     curves_path=None,
     stop_after_epochs: int | None = None,
+    store=None,
 ) -> dict:
     """Train split ``split_id`` (``split["train"]``, plus ``split["val"]`` with ``params.refit``); write ``out_path``.
 
@@ -273,6 +274,8 @@ def train_split(
     checkpoint that filled the cache) is recorded so ``diffiqa score`` can restore new images.
     ``curves_path`` defaults to ``work_dir/split-<k>.curves.csv``. ``stop_after_epochs``
     stops this call after that many epochs (a simulated kill; the run resumes on the next call).
+    ``cache_path`` may also be an open cache; ``store``: a :class:`FeatureStore` to use instead
+    of the per-process one (benchmarks fill one from features computed elsewhere).
     Returns ``{"split_id", "best_epoch", "val", "epochs_run", "stopped_early", "finished",
     "history", "checkpoint", "skip_alpha"}``; ``finished`` is False only when ``stop_after_epochs`` cut it.
     """
@@ -280,7 +283,7 @@ def train_split(
     work_dir.mkdir(parents=True, exist_ok=True)
     curves_path = Path(curves_path) if curves_path else work_dir / f"split-{split_id}.curves.csv"
     device = resolve_device(device)
-    cache = read_cache(cache_path)
+    cache = cache_path if hasattr(cache_path, "rows") else read_cache(cache_path)
     train_rows = np.asarray(split["train"], dtype=np.int64)
     val_rows = np.asarray(split.get("val", []), dtype=np.int64)
     if len(train_rows) == 0 or (not params.refit and len(val_rows) < 4):
@@ -297,7 +300,7 @@ def train_split(
     torch.manual_seed(int(params.seed))  # the initial weights
     model = build_scorer(scorer_cfg).to(device)
     if params.cache_features and can_cache_features(model):
-        store = feature_store(cache, model, params.feature_dtype, work_dir=work_dir, progress=progress)
+        store = store or feature_store(cache, model, params.feature_dtype, work_dir=work_dir, progress=progress)
         source = FeatureSource(store, cache, model, fit_rows, quality[fit_rows], params.seed, params.batch_size,
                                params.window, device)
         if len(val_rows):
