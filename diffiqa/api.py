@@ -192,6 +192,8 @@ def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=
         sampler=spec["sampler"], steps=int(spec["steps"]), eta=float(spec["eta"]),
         keep_steps=tuple(int(k) for k in spec["keep_steps"]), dtype=spec["dtype"], batch_size=int(batch_size),
         t_start=float(spec.get("t_start", 1.0)),  # the cache's chain start (format 2); older caches ran full chains
+        noisy_states=spec.get("noisy_states", "chain"),  # caches before format 3 kept the chain's own states
+        tile=int(spec.get("tile", 0)),
     )
     restorer_path = find_restorer(ckpt, extra, restorer)
     net, _rcfg, _rextra = load_restorer(restorer_path)
