@@ -36,7 +36,7 @@ class DiffIQAPrior(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         from diffiqa.api import CROP_KEY, _as_cached
         from diffiqa.cache import IMAGE_KINDS
-        from diffiqa.crops import crop_boxes
+        from diffiqa.crops import image_boxes
         from diffiqa.restore import sample_crops
 
         p = self.metric.params
@@ -44,7 +44,8 @@ class DiffIQAPrior(nn.Module):
         out = []
         for img in images:
             h, w = img.shape[-2:]
-            boxes = crop_boxes(h, w, p.crop_size, p.crops_per_image, p.seed, CROP_KEY)
+            tile = min(p.crop_size, h, w) if p.crops_per_image == 0 else p.crop_size  # whole-image models: covering tiles
+            boxes = image_boxes(h, w, tile, p.crops_per_image, p.seed, CROP_KEY)
             # box = (top, left, h, w); slicing the tensor keeps autograd
             crops = torch.stack([img[:, t:t + bh, l:l + bw] for t, l, bh, bw in boxes])
             u8 = (crops.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
