@@ -153,7 +153,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "enhance"))
+    ap.add_argument("--summarise-only", action="store_true", help="rebuild table.md from --out's rows.csv and gate.json")
     args = ap.parse_args(argv)
+    if args.summarise_only:
+        return resummarise(Path(args.out), args.budgets)
     from diffiqa.api import DEFAULT_RESTORER, find_checkpoint
     from diffiqa.restore import file_sha256
 
@@ -261,6 +264,19 @@ def main(argv=None) -> int:
     return 0
 
 
+def resummarise(out: Path, budgets_arg: str) -> int:
+    """table.md again from a finished run's rows.csv / gate.json (its header kept)."""
+    from diffiqa.enhance.gate import GateReport
+
+    old = (out / "table.md").read_text().split("```")
+    header_lines = old[1].strip().splitlines()
+    chain = header_lines[-1].removeprefix("map: ")
+    gates = [GateReport(**{k: v for k, v in g.items() if k != "passed"}) for g in json.loads((out / "gate.json").read_text())]
+    budgets = sorted({float(b) for b in budgets_arg.split(",")}, reverse=True)
+    print(summarise(pd.read_csv(out / "rows.csv"), gates, budgets, [], chain, "\n".join(header_lines[:-1]), out))
+    return 0
+
+
 def gate_text(gates) -> tuple[str, bool]:
     rt = np.array([g.round_trip_db for g in gates])
     hf = np.array([g.hf_fraction for g in gates])
@@ -294,7 +310,10 @@ def summarise(df: pd.DataFrame, gates, budgets, names, chain, header, out: Path)
             recs = {}
             for prior, sub in sub_all[sub_all["budget"] == b].groupby("prior", sort=False):
                 sub = sub.set_index("image")
-                rec = {"PSNR to input": sub["psnr_to_input"].mean()}
+                moved = sub["psnr_to_input"] < 100  # psnr() caps an unchanged image at 120 dB
+                rec = {"moved": float(moved.mean()),
+                       "PSNR to input (median)": sub["psnr_to_input"].median(),
+                       "PSNR to input (min)": sub["psnr_to_input"].min()}
                 clean = sub["psnr_clean"].notna()
                 rec["ΔPSNR clean"] = (sub["psnr_clean"] - base["psnr_clean"]).where(clean).mean()
                 rec["ΔSSIM clean"] = (sub["ssim_clean"] - base["ssim_clean"]).where(clean).mean()
@@ -309,7 +328,7 @@ def summarise(df: pd.DataFrame, gates, budgets, names, chain, header, out: Path)
                 rec["best other wins"] = float(np.max(wins)) if wins else np.nan
                 recs[prior] = rec
             t = pd.DataFrame.from_dict(recs, orient="index")
-            head = ["PSNR to input", "ΔPSNR clean", "ΔSSIM clean"]
+            head = ["moved", "PSNR to input (median)", "PSNR to input (min)", "ΔPSNR clean", "ΔSSIM clean"]
             per = [c for g in graders for c in (f"{g} Δ", f"{g} wins") if c in t.columns]
             t = t[head + per + ["mean wins", "best other wins"]]
             title = f"{'from the distorted input' if mode == 'input' else 'post-enhancement (from the classical output)'}, budget {b:g} dB"
@@ -330,7 +349,7 @@ def summarise(df: pd.DataFrame, gates, budgets, names, chain, header, out: Path)
         lines.append("")
     lines += ["Scores: every model on the 0–100 MOS scale (logistic fitted on CLIVE split-1 train crops); "
               "'wins' = share of images the model rates higher than the start image, 'Δ' = mean change; a model never "
-              "grades its own output (blank cell). ΔPSNR/ΔSSIM clean: change of fidelity to the clean crop (synthetic images "
+              "grades its own output (blank cell). moved: share of images where the ascent accepted a step. ΔPSNR/ΔSSIM clean: change of fidelity to the clean crop (synthetic images "
               "only) against the start image (the distorted input, or the classical output in post-enhancement). PSNR to "
               "input: to the distorted input (so in post-enhancement it includes the classical enhancer's change; the "
               "budget there applies to the change the prior makes)."]
