@@ -259,7 +259,13 @@ def main(argv=None) -> int:
     if missing:
         chain += "; left out (could not be loaded): " + "; ".join(f"{k}: {v}" for k, v in missing.items())
     report = summarise(df, gates, budgets, names, chain, header, out)
-    comparison_sheet([c[2] for c in cases], sheet_cols, None, out / "sheet.png", [c[0] for c in cases])
+    verdict = gate_text(gates)[0].replace("**", "")
+    comparison_sheet([c[2] for c in cases], sheet_cols,  # reference column: grey where there is no clean image
+                     [c[3] if c[3] is not None else np.full_like(c[2], 0.5) for c in cases],
+                     out / "sheet.png", [c[0] for c in cases], title=f"{chain}. {verdict}")
+    np.savez_compressed(out / "outputs.npz", labels=np.array([c[0] for c in cases]),
+                        inputs=np.stack([c[2] for c in cases]),
+                        **{f"out_{k}": np.stack(v) for k, v in sheet_cols.items()})
     print(report)
     return 0
 

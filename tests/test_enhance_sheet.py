@@ -32,3 +32,5 @@ def test_table_blanks_own_prior_and_scores_the_rest(tmp_path):
     comparison_sheet(outputs["input"], {k: v for k, v in outputs.items() if k != "input"}, refs,
                      tmp_path / "sheet.png", ["one", "two"])
     assert (tmp_path / "sheet.png").stat().st_size > 2000
+    comparison_sheet(outputs["input"], {"a": outputs["a"]}, None, tmp_path / "titled.png", title="gate: FAIL " * 20)
+    assert (tmp_path / "titled.png").stat().st_size > 2000

@@ -19,8 +19,12 @@ from diffiqa.io_utils import atomic_path
 
 
 def comparison_sheet(inputs: Sequence[np.ndarray], outputs: Mapping[str, Sequence[np.ndarray]],
-                     references: Sequence[np.ndarray] | None, path: str | Path, row_labels: Sequence[str] = ()) -> None:
-    """PNG grid: rows = images, columns = input | each prior's output (dict order) | reference."""
+                     references: Sequence[np.ndarray] | None, path: str | Path, row_labels: Sequence[str] = (),
+                     title: str = "") -> None:
+    """PNG grid: rows = images, columns = input | each prior's output (dict order) | reference;
+    ``title`` (e.g. the generativity gate's verdict) above the grid."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,19 +35,21 @@ def comparison_sheet(inputs: Sequence[np.ndarray], outputs: Mapping[str, Sequenc
         columns.append(("reference", list(references)))
     rows, cols = len(inputs), len(columns)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows), squeeze=False)
-    for c, (title, images) in enumerate(columns):
+    for c, (heading, images) in enumerate(columns):
         for r in range(rows):
             ax = axes[r][c]
             ax.imshow(np.clip(images[r], 0, 1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(title, fontsize=9)
+                ax.set_title(heading, fontsize=9)
             if c == 0 and r < len(row_labels):
                 ax.set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle("\n".join(textwrap.wrap(title, 30 * cols)), fontsize=9, color="darkred" if "FAIL" in title else "black")
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
 
 
