@@ -244,9 +244,13 @@ def main(argv=None) -> int:
             from diffiqa.diffusion.training import load_restorer
             from diffiqa.enhance.images import GAP_T_START
 
+            from diffiqa.enhance.chain import chain_settings
+
             ck = Path(args.restorer or DEFAULT_RESTORER)
-            net = load_restorer(ck)[0]
-            extra = {"model": str(ck), "model_sha256": file_sha256(ck), "t_start": GAP_T_START}
+            net, cfg, rextra = load_restorer(ck)
+            # the restorer's own chain, at most GAP_T_START (a checkpoint that records none reads as t 1)
+            extra = {"model": str(ck), "model_sha256": file_sha256(ck),
+                     "t_start": min(chain_settings(cfg, rextra)[0], GAP_T_START)}
         if name == "diffiqa":
             from diffiqa.api import find_checkpoint
 

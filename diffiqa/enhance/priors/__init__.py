@@ -43,9 +43,13 @@ def build_prior(name: str, restorer_net: nn.Module | None = None, scorer_checkpo
     """One prior by name (see ``PRIOR_NAMES``); ``bounded``: on the 0-100 MOS scale of the
     calibration table (``model_sha256``: the restorer's / scorer's file hash, checked against
     the one the table was fitted for; ``gap_t_start``: the restoration gap's chain)."""
+    from diffiqa.enhance.priors.calibration import bound, load_table
+
+    if bounded:
+        table = load_table() if table is None else table
+        # the gap's chain must be the one its calibration was fitted with
+        gap_t_start = float((table.get(name) or {}).get("t_start", gap_t_start))
     raw = _raw_prior(name, restorer_net, scorer_checkpoint, gap_steps, seed, gap_t_start)
     if not bounded:
         return raw
-    from diffiqa.enhance.priors.calibration import bound
-
     return bound(raw, table, model_sha256)
