@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60000)
     ap.add_argument("--count", type=int, default=16000)
     ap.add_argument("--pair-size", type=int, default=96)
+    ap.add_argument("--run", default="train", help="training folder under --work")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
@@ -52,7 +53,7 @@ def main() -> None:
     summary = json.loads((pairs / "summary.json").read_text())
     prov = {"data": {k: summary[k] for k in ("types", "levels", "type_levels", "augment", "crop_size", "n_train",
                                              "train_images", "heldout_sources", "seed")}}
-    train_restorer(pairs, work / "train", cfg, progress=False, provenance=prov)
+    train_restorer(pairs, work / args.run, cfg, progress=False, provenance=prov)
 
 
 if __name__ == "__main__":
