@@ -40,7 +40,7 @@ import torch
 from diffiqa.data.distortions import distort
 from diffiqa.data.image_io import iter_image_files, load_image
 from diffiqa.diffusion.training import load_restorer
-from diffiqa.enhance.gate import MIN_ROUND_TRIP_DB
+from diffiqa.enhance.gate import MIN_ROUND_TRIP_DB, longest_chain
 from diffiqa.enhance.images import build_objective_prior
 from diffiqa.enhance.map import EnhanceParams, enhance
 from diffiqa.enhance.sheet import comparison_sheet, to_markdown
@@ -115,21 +115,6 @@ def ssim(a, b) -> float:
     return float(structural_similarity(np.clip(a, 0, 1), np.clip(b, 0, 1), data_range=1.0, channel_axis=2))
 
 
-def pick_t_start(net, y, steps, candidates=(1.0, 0.7, 0.5, 0.3, 0.2, 0.1)) -> tuple[float, list]:
-    """The longest chain (largest t_start) whose EDICT round trip on ``y`` holds (>= 40 dB)."""
-    from diffiqa.enhance.gate import measure_gate
-    from diffiqa.enhance.invertible import DiffusionMap
-
-    tried = []
-    for t in candidates:
-        g = DiffusionMap(net, y, steps, method="edict", t_start=t)
-        rep = measure_gate(g.generate, g.invert(y), y)
-        tried.append((t, rep))
-        if rep.round_trip_db >= MIN_ROUND_TRIP_DB:
-            return t, tried
-    return candidates[-1], tried
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="restorer (default: the packaged one)")
@@ -190,7 +175,7 @@ def main(argv=None) -> int:
     net, cfg, _extra = load_restorer(ckpt)
     net = net.to(dev).eval().requires_grad_(False)
     if args.t_start == "auto":
-        t_start, tried = pick_t_start(net, to_t(cases[0][2], dev), args.steps)
+        t_start, tried = longest_chain(net, to_t(cases[0][2], dev), args.steps)
         for t, rep in tried:
             print(f"t_start {t}: {rep.line()}", flush=True)
     else:

@@ -64,3 +64,24 @@ def test_gate_numbers_on_the_packaged_restorer_map():
     assert 0 <= report.hf_fraction <= 1 and 0.7 < report.hf_white < 0.9
     assert math.isfinite(report.gain) and report.gain > 0
     assert report.as_dict()["passed"] == report.passed
+
+
+def test_longest_chain_starts_from_the_restorers_own_and_stops_at_the_first_that_inverts():
+    from diffiqa.enhance.gate import longest_chain
+
+    class Zero(torch.nn.Module):  # eps = 0: every chain inverts exactly
+        def forward(self, x, cond, gamma):
+            return torch.zeros_like(x)
+
+    y = _photo(16)
+    t, tried = longest_chain(Zero(), y, steps=2, t_max=0.5)
+    assert t == 0.5 and [tt for tt, _ in tried] == [0.5]
+
+    class Explodes(torch.nn.Module):  # NaN above t 0.25 (gamma^2 = alpha_bar < ~0.85): only short chains invert
+        def forward(self, x, cond, gamma):
+            bad = (gamma.view(-1, 1, 1, 1) ** 2 < 0.85).expand_as(x)
+            return torch.where(bad, torch.full_like(x, float("nan")), torch.zeros_like(x))
+
+    t, tried = longest_chain(Explodes(), y, steps=2, t_max=1.0)
+    assert [tt for tt, _ in tried][:2] == [1.0, 0.7] and t < 0.5
+    assert tried[-1][1].round_trip_db >= MIN_ROUND_TRIP_DB

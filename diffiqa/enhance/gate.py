@@ -61,6 +61,8 @@ def high_frequency_fraction(x: torch.Tensor, cutoff: float = HF_CUTOFF) -> float
 
 def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float((a.double() - b.double()).square().mean())
+    if not math.isfinite(mse):
+        return math.nan  # a map that produced NaN/inf: fails every ">= threshold" test
     return 10 * math.log10(1 / mse) if mse > 0 else math.inf
 
 
@@ -76,3 +78,25 @@ def measure_gate(generate, z: torch.Tensor, y01: torch.Tensor, seed: int = 0, sc
     gain = float((2 * delta).double().square().mean().sqrt()) / rms_in
     return GateReport(round_trip_db=psnr_db(base.clamp(0, 1), y01), hf_fraction=high_frequency_fraction(delta),
                       hf_white=high_frequency_fraction(n), gain=gain)
+
+
+T_START_CANDIDATES = (1.0, 0.7, 0.5, 0.3, 0.2, 0.1)
+
+
+@torch.no_grad()
+def longest_chain(net, y01: torch.Tensor, steps: int, t_max: float = 1.0, method: str = "edict",
+                  mix: float = 0.93) -> tuple[float, list[tuple[float, GateReport]]]:
+    """The largest t_start <= ``t_max`` (from ``T_START_CANDIDATES``, ``t_max`` first) whose
+    round trip G(G^-1(y)) holds (>= MIN_ROUND_TRIP_DB): the longest chain the restorer
+    supports on this image. -> (t_start, [(t, gate report) for each t tried])."""
+    from diffiqa.enhance.invertible import DiffusionMap
+
+    candidates = [t_max] + [t for t in T_START_CANDIDATES if t < t_max]
+    tried = []
+    for t in candidates:
+        g = DiffusionMap(net, y01, steps, method=method, t_start=t, mix=mix)
+        rep = measure_gate(g.generate, g.invert(y01), y01)
+        tried.append((t, rep))
+        if rep.round_trip_db >= MIN_ROUND_TRIP_DB:
+            return t, tried
+    return candidates[-1], tried

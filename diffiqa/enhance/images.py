@@ -128,8 +128,9 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net, cfg, extra = load_restorer(checkpoint)
     net = net.to(dev)
-    t_start, steps = chain_settings(cfg, extra)
-    t_start, steps = params.t_start or t_start, params.steps or steps
+    recorded_t, recorded_steps = chain_settings(cfg, extra)
+    steps = params.steps or recorded_steps
+    t_start = params.t_start
     scorer_sha = None
     if "diffiqa" in params.prior:
         from diffiqa.api import find_checkpoint
@@ -141,6 +142,13 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
     images = [(path, prepare_input(load_image(path), params.max_side, smallest, str(path))) for path in files]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if t_start is None:  # the longest chain, up to the restorer's own, whose round trip holds
+        from diffiqa.enhance.gate import longest_chain
+
+        t_start, tried = longest_chain(net, images[0][1].to(dev), steps, recorded_t, params.inversion, params.edict_mix)
+        if t_start != recorded_t:
+            log.warning("the restorer's chain (t_start %g) does not invert this image (round trip %.1f dB); "
+                        "the map starts at t %g", recorded_t, tried[0][1].round_trip_db, t_start)
     write_json_atomic(out / "params.json", {"checkpoint": str(checkpoint), "chain": {"t_start": t_start, "steps": steps},
                                             **to_dict(params)})
     summaries, gates = [], {}
