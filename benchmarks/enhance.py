@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "enhance"))
     ap.add_argument("--summarise-only", action="store_true", help="rebuild table.md from --out's rows.csv and gate.json")
+    ap.add_argument("--gate-only", action="store_true", help="only the generativity gate of the map on each image")
     args = ap.parse_args(argv)
     if args.summarise_only:
         return resummarise(Path(args.out), args.budgets)
@@ -183,6 +184,14 @@ def main(argv=None) -> int:
     chain = f"EDICT (tied pair, p 0.93), {args.steps} steps from t_start {t_start}"
     print(f"map: {chain}", flush=True)
 
+    if args.gate_only:
+        from diffiqa.enhance.gate import measure_gate
+        from diffiqa.enhance.invertible import DiffusionMap
+
+        for label, _kind, y, _clean in cases:
+            g = DiffusionMap(net, to_t(y, dev), args.steps, method="edict", t_start=t_start)
+            print(f"{label}: {measure_gate(g.generate, g.invert(to_t(y, dev)), to_t(y, dev)).line()}", flush=True)
+        return 0
     names = [n for n in args.priors.split(",") if n]
     shas = {"restorer": file_sha256(ckpt), "scorer": file_sha256(scorer)}
 
