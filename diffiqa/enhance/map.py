@@ -143,7 +143,7 @@ def enhance(y: torch.Tensor, net: torch.nn.Module, prior: torch.nn.Module, param
                      use_checkpoint=use_checkpoint)
     z = g.invert(y).detach()
     gate = measure_gate(g.generate, z, y, seed=params.seed)
-    log.info("%s (%s, %d steps from t %.2f)", gate.line(), params.inversion, n_steps, t0)
+    log.debug("%s (%s, %d steps from t %.2f)", gate.line(), params.inversion, n_steps, t0)  # callers print it
     fid_weight = 1.0 / (2 * params.sigma**2)
 
     def evaluate(zz):
