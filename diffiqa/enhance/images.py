@@ -155,7 +155,7 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
     for path, y in images:
         result = enhance(y.to(dev), net, prior, params, progress=progress, steps=steps, t_start=t_start)
         stem = Path(path).stem
-        report(f"{path}: {result.gate.line()}")
+        report(f"{path}: {result.gate.line()} [map: {params.inversion}, {steps} steps from t {t_start:g}]")
         gates[str(path)] = result.gate.as_dict()
         save_image(out / f"{stem}_enhanced.png", result.image[0].permute(1, 2, 0).cpu().numpy())
         traj = pd.DataFrame(result.trajectory)
