@@ -27,7 +27,8 @@ _WHOLE_IMAGE = dict(
     vcg_levels=((1, 2, 3, 4), (0, 1), (0,), (0,)),
     vda_backbone="tf_efficientnet_lite0", vda_out_indices=(1, 2, 3, 4), vda_grid_level=-1,
     pretrained="pypi", share_backbone=True, channels_last=True, freeze_backbones=True,
-    cell_stats=True, slot_norm=True, zero_init_heads=True, skip=True, skip_kinds=("distorted",),
+    cell_stats=True, slot_norm=True, zero_init_heads=True, skip=True,
+    skip_kinds=("distorted", "restored", "noisy_1", "noisy_2"),  # d, and d - r, d - n1, d - n2
     fusion="learned",
 )
 
