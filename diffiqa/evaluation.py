@@ -134,7 +134,7 @@ def evaluate_splits(
         model, _cfg, extra = load_model_for_cache(ckpt, cache, device)
         if "split_id" in extra and int(extra["split_id"]) != k:
             raise ConfigError(f"{ckpt}: is the model of split {extra['split_id']}, not of split {k}")
-        quality = predict_images(model, cache, test, batch_size, device, progress)
+        quality = _predict(model, cache, test, batch_size, device, progress)
         pred = quality_to_mos(quality, mapping)
         m = _metrics(pred, mos_all[test])
         per_split.append({"split": k, **m, "n_test": int(len(test)), "best_epoch": extra.get("best_epoch"),
@@ -163,6 +163,17 @@ def evaluate_splits(
     if plots_dir is not None:
         write_plots(pd.concat(scatter, ignore_index=True), result, plots_dir)
     return result
+
+
+def _predict(model, cache, rows, batch_size, device, progress) -> np.ndarray:
+    """Image scores; with frozen backbones through the per-process feature store, so the
+    splits' models (same frozen backbones) encode each crop once in all, not once per split."""
+    from diffiqa.training.features import can_cache_features, feature_store, predict_images_from_features
+
+    if can_cache_features(model):
+        store = feature_store(cache, model, "float32", progress=progress)
+        return predict_images_from_features(model, store, rows, batch_size, device)
+    return predict_images(model, cache, rows, batch_size, device, progress)
 
 
 def write_plots(scatter_df: pd.DataFrame, result: dict, plots_dir) -> dict:
@@ -205,7 +216,7 @@ def evaluate_cross(
     per_ckpt, preds = [], []
     for ckpt in train_ds_checkpoints:
         model, _cfg, extra = load_model_for_cache(ckpt, cache, device)
-        pred = quality_to_mos(predict_images(model, cache, rows, batch_size, device, progress), mapping)
+        pred = quality_to_mos(_predict(model, cache, rows, batch_size, device, progress), mapping)
         preds.append(pred)
         per_ckpt.append({"checkpoint": str(ckpt), "split": extra.get("split_id"), **_metrics(pred, mos)})
     if not preds:

@@ -66,13 +66,13 @@ def test_evaluate_splits_uses_test_rows_only_and_writes_the_contract(data, tiny_
     index, cache_path = data
     splits = {"splits": [make_split(), {"train": list(range(8, 18)), "val": list(range(4, 8)), "test": list(range(0, 4))}]}
     seen = []
-    real = ev.predict_images
+    real = ev._predict
 
     def spy(model, cache, rows, *a, **k):
         seen.append(sorted(int(r) for r in rows))
         return real(model, cache, rows, *a, **k)
 
-    monkeypatch.setattr(ev, "predict_images", spy)
+    monkeypatch.setattr(ev, "_predict", spy)
     metrics_path, plots = tmp_path / "metrics" / "ds.json", tmp_path / "plots" / "ds"
     result = ev.evaluate_splits(cache_path, index, splits, _checkpoints(tmp_path, 2), metrics_path=metrics_path,
                                 plots_dir=plots, progress=False)
