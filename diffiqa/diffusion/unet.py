@@ -71,8 +71,8 @@ class UNetConfig:
             raise ConfigError(f"UNetConfig.prediction: expected one of {PREDICTIONS}, got {self.prediction!r}")
         if self.stem < 1:
             raise ConfigError(f"UNetConfig.stem: must be >= 1, got {self.stem}")
-        if self.norm not in ("batch", "group"):
-            raise ConfigError(f"UNetConfig.norm: expected 'batch' or 'group', got {self.norm!r}")
+        if self.norm not in ("batch", "group", "none"):
+            raise ConfigError(f"UNetConfig.norm: expected 'batch', 'group' or 'none', got {self.norm!r}")
         if not self.channel_mults:
             raise ConfigError("UNetConfig.channel_mults: must not be empty")
         if self.attn_reference_size % 2 ** (len(self.channel_mults) - 1):
@@ -83,6 +83,8 @@ class UNetConfig:
 
 
 def make_norm(kind: str, channels: int, groups: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     g = math.gcd(channels, groups)  # fewer channels than groups: largest group count that divides
