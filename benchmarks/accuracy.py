@@ -118,7 +118,9 @@ def filled_store(model: DualBranchScorer, cache: TileCache, tiles_dir: Path) -> 
                 if hi - lo != want[i]:
                     raise SystemExit(f"{backbone} level {level}: stored {hi - lo} channels, model wants {want[i]}")
                 a = np.zeros((2 * n, hi - lo, *arr.shape[-2:]), dtype=np.float16)  # odd slots stay untouched
-                a[0::2] = arr[:, lo:hi]
+                # the backbone compresses cell statistics with a signed log; tile_features stores them raw
+                raw = np.asarray(arr[:, lo:hi], dtype=np.float32)
+                a[0::2] = (np.sign(raw) * np.log1p(np.abs(raw))).astype(np.float16)
                 layout.append((kind, key, i))
                 arrays.append(a)
     store.layout, store.arrays = layout, arrays
@@ -132,6 +134,7 @@ def pooled(tiles_dir: Path, tiles: pd.DataFrame, n_images: int, backbones, kind=
     for bb in backbones:
         arr, _ = load_tile_features(tiles_dir, kind, bb)
         f = np.asarray(arr, dtype=np.float32).reshape(arr.shape[0], arr.shape[1], -1)
+        f = np.sign(f) * np.log1p(np.abs(f))  # as the backbone's cell statistics (signed log)
         parts.append(np.concatenate([f.mean(2), f.std(2)], axis=1))
     per_tile = np.concatenate(parts, axis=1).astype(np.float64)
     out = np.zeros((n_images, per_tile.shape[1]))

@@ -20,7 +20,9 @@ Two extras for the frozen whole-image path (``cpu`` and ``demo`` presets):
   ``conv_head`` map at stride 32 (the features a linear probe reads best);
 - **cell statistics** (``cell_stats=True``): every level is summarised on the coarsest
   level's grid by the mean and standard deviation of its positions in each cell
-  (:func:`cell_statistics`). A frozen fine level keeps its spatial variance that way
+  (:func:`cell_statistics`), then compressed by a signed log (:func:`signed_log`: CNN
+  channels differ in scale by orders of magnitude; done here, in the frozen and cached part,
+  because log1p on every training batch cost a quarter of the training time). A frozen fine level keeps its spatial variance that way
   (averaging it onto the coarse grid keeps only 9-30 %), and the result is small enough
   to cache for whole images.
 """
@@ -148,6 +150,11 @@ def load_lite0_imagenet(model: nn.Module, path: str | Path | None = None) -> nn.
     return model
 
 
+def signed_log(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * log1p(|x|)``: tames heavy-tailed activations, identity-like near 0."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
 def cell_statistics(maps: Sequence[torch.Tensor], spread: Sequence[bool] | None = None) -> list[torch.Tensor]:
     """Summarise feature maps on the grid of the coarsest one: ``(N,C,H,W)`` -> ``(N,2C,h,w)``
     (per-cell mean, then per-cell standard deviation) where ``spread[i]``, else ``(N,C,h,w)``
@@ -213,7 +220,7 @@ class FeatureBackbone(nn.Module):
         if self.head is not None:
             feats.append(self.head(feats[-1]))
         if self.cell_stats:
-            feats = cell_statistics(feats, self.spread)
+            feats = [signed_log(f) for f in cell_statistics(feats, self.spread)]
         return [f.contiguous() for f in feats]
 
 

@@ -12,8 +12,8 @@ All blocks take and return feature maps ``(N,C,H,W)``; H and W may be any size.
 - :class:`ScoreWeightHead`: a score and a positive weight per spatial token;
   the image score is ``sum(w*s) / sum(w)``.
 - :class:`SlotProjection`: the per-level nonlinear projection (``1x1 conv -> GELU``, with an
-  optional signed-log + channel LayerNorm in front for frozen CNN statistics, whose
-  channels differ in scale by orders of magnitude).
+  optional channel LayerNorm in front for frozen CNN statistics, whose channels differ in
+  scale by orders of magnitude).
 """
 
 from __future__ import annotations
@@ -35,13 +35,8 @@ class ChannelLayerNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def signed_log(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x) * log1p(|x|)``: tames heavy-tailed activations, identity-like near 0."""
-    return torch.sign(x) * torch.log1p(x.abs())
-
-
 class SlotProjection(nn.Module):
-    """``(N,C,H,W) -> (N,dim,H,W)``: [signed log, channel LayerNorm,] 1x1 conv, GELU.
+    """``(N,C,H,W) -> (N,dim,H,W)``: [channel LayerNorm,] 1x1 conv, GELU.
 
     Nonlinear at each level's own grid, before anything pools it (a linear projection
     followed by averaging would keep only the mean of signed features).
@@ -55,9 +50,7 @@ class SlotProjection(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.normalise:
-            x = self.norm(signed_log(x))
-        return self.act(self.proj(x))
+        return self.act(self.proj(self.norm(x)))
 
 
 def channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
