@@ -1,9 +1,10 @@
 """Stage `train@<ds>`: the cache (only the cache) -> models/scorer/<ds>/split-<k>.pt.
 
 Params: `scorer` (`preset` + overrides of `ScorerConfig`: ablation switches, backbones)
-and `train` (`TrainParams`: lr, weight decay, epochs, batch size, seed). One model per split,
-selected on the split's `val` rows; resumes after `kill -9` from data/resume/train/<ds>/
-(the trainer discards resume state made with other config, splits or cache).
+and `train` (`TrainParams`: the small-data recipe — lr, weight decay, warm-up + cosine, EMA,
+epochs, training window, `refit` on train + val or selection on val). One model per split;
+resumes after `kill -9` from data/resume/train/<ds>/ (the trainer discards resume state
+made with other config, splits or cache).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def run_train(ds: str, all_params: dict | None = None, progress: bool = True) ->
             out_path=LAYOUT.scorer(ds, k), work_dir=work, progress=progress,
             restorer_path=str(LAYOUT.restorer), curves_path=LAYOUT.curves(ds, k),
         )
-    return {k: {"best_epoch": r["best_epoch"], "val": r["val"]} for k, r in results.items()}
+    return {k: {"best_epoch": r["best_epoch"], "val": r["val"], "skip_alpha": r["skip_alpha"]} for k, r in results.items()}
 
 
 def main() -> None:
