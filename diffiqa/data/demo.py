@@ -1,7 +1,10 @@
 """The demo dataset: no download, built in seconds from photographs scikit-image ships.
 
-Pristine colour photographs bundled inside scikit-image (available offline) are centre-cropped
-to a square, resized to ``size`` x ``size`` and distorted with ``diffiqa.data.distortions``.
+Photographs bundled inside scikit-image (available offline) are centre-cropped to a square,
+resized to ``size`` x ``size`` and distorted with ``diffiqa.data.distortions``: the 8 colour ones
+first, then 9 greyscale ones replicated to 3 identical RGB channels (more contents: with the
+colour ones alone, 6 training photographs per split cannot teach a mapping that holds on
+unseen photographs).
 The score of each distorted image is a **pseudo-MOS**: SSIM against its pristine image
 (``skimage.metrics.structural_similarity`` on [0,1] RGB), times 100. It is a full-reference
 metric, not human opinion; it only lets the whole pipeline run end to end without a download.
@@ -29,6 +32,11 @@ DEMO_PHOTOS = (
     "astronaut", "chelsea", "coffee", "rocket", "motorcycle",
     "retina", "hubble_deep_field", "immunohistochemistry",
 )
+# Greyscale photographs (natural scenes, textures, documents) bundled with scikit-image, loaded
+# as RGB with 3 equal channels. Left out: synthetic or binary images (horse, checkerboard,
+# binary_blobs, logo, colorwheel, phantom) and ones under 128 px (microaneurysms, lfw_subset).
+DEMO_GRAY_PHOTOS = ("camera", "moon", "coins", "page", "text", "brick", "grass", "gravel", "clock")
+DEMO_CONTENTS = DEMO_PHOTOS + DEMO_GRAY_PHOTOS  # DEMO_PHOTOS alone feed the restorer's pairs
 DEMO_KINDS = ("gaussian_blur", "white_noise", "jpeg", "jpeg2000", "contrast_change", "pixelate")
 DEMO_LEVELS = (1, 3, 5)
 DEMO_LABELS = "demo_labels.csv"
@@ -39,12 +47,15 @@ PSEUDO_MOS_NOTE = (
 
 
 def demo_photo(name: str) -> np.ndarray:
-    """(H,W,3) uint8 bundled photograph."""
+    """(H,W,3) uint8 bundled photograph (a greyscale one as 3 equal channels)."""
     from skimage import data
 
     if name == "motorcycle":
         return data.stereo_motorcycle()[0]  # the left view; the right one is the same scene
-    return getattr(data, name)()
+    image = getattr(data, name)()
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return image
 
 
 def _square(image: np.ndarray, size: int) -> np.ndarray:
@@ -70,7 +81,7 @@ def pseudo_mos(distorted: np.ndarray, pristine: np.ndarray) -> float:
 
 def build_demo(
     out_dir: str | Path,
-    n_images: int = len(DEMO_PHOTOS),
+    n_images: int = len(DEMO_CONTENTS),
     kinds: Sequence[str] = DEMO_KINDS,
     levels: Sequence[int] = DEMO_LEVELS,
     size: int = 128,
@@ -79,7 +90,7 @@ def build_demo(
 ) -> pd.DataFrame:
     """Write the demo dataset under ``out_dir``; return its rows (index columns but ``quality``).
 
-    ``n_images`` photographs (at most ``len(DEMO_PHOTOS)`` = 8) x ``kinds`` x ``levels``
+    ``n_images`` photographs (the first of ``DEMO_CONTENTS``, at most 17) x ``kinds`` x ``levels``
     distorted images of ``size`` x ``size``. Deterministic: the same arguments write the same
     bytes (each image's randomness is seeded by ``seed``, photo, kind and level).
     """
@@ -88,8 +99,8 @@ def build_demo(
     from diffiqa.data.distortions import DISTORTION_TYPES, distort
     from diffiqa.data.image_io import save_image
 
-    if not 1 <= n_images <= len(DEMO_PHOTOS):
-        raise ConfigError(f"demo: n_images must be 1..{len(DEMO_PHOTOS)} (photographs bundled offline), got {n_images}")
+    if not 1 <= n_images <= len(DEMO_CONTENTS):
+        raise ConfigError(f"demo: n_images must be 1..{len(DEMO_CONTENTS)} (photographs bundled offline), got {n_images}")
     unknown = [k for k in kinds if k not in DISTORTION_TYPES]
     if unknown:
         raise ConfigError(f"demo: unknown distortion kind(s) {unknown}; known: {DISTORTION_TYPES}")
@@ -100,7 +111,7 @@ def build_demo(
         raise ConfigError(f"demo: size must be at least 16 px, got {size}")
     out = Path(out_dir)
     records = []
-    photos = DEMO_PHOTOS[:n_images]
+    photos = DEMO_CONTENTS[:n_images]
     bar = tqdm(total=len(photos) * len(kinds) * len(levels), desc="demo images", disable=not progress)
     for p_idx, name in enumerate(photos):
         pristine = _square(demo_photo(name), size)

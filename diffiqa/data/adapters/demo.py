@@ -8,13 +8,13 @@ from typing import Sequence
 import pandas as pd
 
 from diffiqa.data.adapters._common import frame
-from diffiqa.data.demo import DEMO_KINDS, DEMO_LABELS, DEMO_LEVELS, DEMO_PHOTOS, build_demo
+from diffiqa.data.demo import DEMO_CONTENTS, DEMO_KINDS, DEMO_LABELS, DEMO_LEVELS, build_demo
 from diffiqa.errors import ConfigError
 
 
 def load_demo(
     root: Path,
-    n_images: int = len(DEMO_PHOTOS),
+    n_images: int = len(DEMO_CONTENTS),
     kinds: Sequence[str] = DEMO_KINDS,
     levels: Sequence[int] = DEMO_LEVELS,
     size: int = 128,
