@@ -52,7 +52,8 @@ class RestorerConfig:
     q(x_t | base) with base = the distorted crop (share ``distorted_start``: a chain's first
     state), the pristine crop (SR3's training), or, for the share ``mixed_start``, a random
     point between them (a chain's later states, whose x0 estimate is partly restored).
-    rotate: random multiples of 90° besides the horizontal flips. init: "" (random weights),
+    rotate: random multiples of 90° besides the horizontal flips. grad_clip: > 0 clips the
+    gradient's global norm to it (a net without normalisation layers spikes otherwise). init: "" (random weights),
     a restorer checkpoint path, or "packaged" (the shipped default restorer) to start from;
     its network shape must match ``unet``. sampler: the chain this restorer is meant to run
     (recorded in the checkpoint; ``diffiqa restore`` uses it by default).
@@ -73,6 +74,7 @@ class RestorerConfig:
     distorted_start: float = 0.0
     mixed_start: float = 0.0
     rotate: bool = False
+    grad_clip: float = 0.0
     init: str = ""
     sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings())
 

@@ -35,7 +35,7 @@ def _cpu() -> RestorerConfig:
     # zero (the median residual), its loss equal to the identity map's (measured).
     return RestorerConfig(unet=unet, crop_size=64, batch_size=8, lr=5e-4, steps=100_000, loss="l2",
                           ema_decay=0.999, checkpoint_every=200, seed=0, t_max=0.35, full_range_share=0.1,
-                          distorted_start=0.6, mixed_start=0.2, rotate=True,
+                          distorted_start=0.6, mixed_start=0.2, rotate=True, grad_clip=1.0,
                           sampler=SamplerSettings(sampler="ddim", steps=2, t_start=0.2))
 
 

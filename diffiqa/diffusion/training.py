@@ -281,6 +281,8 @@ def train_restorer(
                               mixed_start=cfg.mixed_start)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         if ema is not None:
             ema.update_parameters(net)
