@@ -259,9 +259,17 @@ class DualBranchScorer(nn.Module):
         images = dict(distorted=distorted, restored=restored, noisy_1=noisy_1, noisy_2=noisy_2)
         return self.forward_features(self.encode(images))
 
-    def forward(self, distorted, restored=None, noisy_1=None, noisy_2=None) -> torch.Tensor:
-        """Each input ``(N,3,S,S) float in [0,1]`` (unused ones may be None) -> score ``(N,)``."""
-        return self.forward_branches(distorted, restored, noisy_1, noisy_2)["score"]
+    def forward(self, distorted=None, restored=None, noisy_1=None, noisy_2=None, *, feats=None,
+                skip_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Each input ``(N,3,S,S) float in [0,1]`` (unused ones may be None) -> score ``(N,)``.
+
+        ``feats`` (keyword): :meth:`encode`'s output instead of images (cached frozen
+        features); ``skip_offset``: see :meth:`forward_features`. Training calls the model
+        this way so that a DistributedDataParallel wrapper sees the call.
+        """
+        if feats is None:
+            feats = self.encode(dict(distorted=distorted, restored=restored, noisy_1=noisy_1, noisy_2=noisy_2))
+        return self.forward_features(feats, skip_offset=skip_offset)["score"]
 
 
 class PooledLinear(nn.Module):

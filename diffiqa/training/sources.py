@@ -28,6 +28,17 @@ from diffiqa.training.datasets import TrainCropDataset, crops_by_row, read_crops
 from diffiqa.training.features import FeatureStore, epoch_samples, predict_images_from_features
 
 
+def take(inputs, sl: slice):
+    """Rows ``sl`` of every tensor in a (nested) batch: one rank's part of a global batch."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[sl]
+    if isinstance(inputs, dict):
+        return {k: take(v, sl) for k, v in inputs.items()}
+    if isinstance(inputs, (list, tuple)):
+        return type(inputs)(take(v, sl) for v in inputs)
+    return inputs[sl]
+
+
 def window_and_flip(feats: dict, flips: np.ndarray, window: int, rng: np.random.Generator) -> dict:
     """One random ``window``×``window`` cell window (same for the batch) + a W mirror per sample.
 
@@ -65,7 +76,8 @@ class FeatureSource:
         store.ensure(model, np.concatenate(crops_by_row(cache, self.rows)), flips=(False,), device=device)
 
     def forward(self, model, inputs, skip_offset=None):
-        return model.forward_features(inputs, skip_offset=skip_offset)
+        """Scores ``(n,)`` of a batch's ``inputs`` (``model`` may be a DDP wrapper)."""
+        return model(feats=inputs, skip_offset=skip_offset)
 
     def batches(self, epoch: int):
         data = TrainCropDataset(self.cache, self.rows, self.quality, self.seed, epoch)
@@ -101,7 +113,8 @@ class PixelSource:
         self.seed, self.batch_size, self.device = int(seed), int(batch_size), device
 
     def forward(self, model, inputs, skip_offset=None):
-        return model.forward_features(model.encode(inputs), skip_offset=skip_offset)
+        """Scores ``(n,)`` of a batch's ``inputs`` (``model`` may be a DDP wrapper)."""
+        return model(**inputs, skip_offset=skip_offset)
 
     def batches(self, epoch: int):
         data = TrainCropDataset(self.cache, self.rows, self.quality, self.seed, epoch)

@@ -20,6 +20,11 @@ linear probe and the branches (zero-initialised heads) only add what generalises
 Loss: MSE on ``quality`` (in [0,1], higher = better). ``test`` is never touched here.
 Curves: ``epoch, train_loss, val_srcc, val_plcc`` (with ``refit``, val is part of training:
 the curve shows fit, not generalisation).
+
+Past one device: under ``torchrun --nproc_per_node=N`` (:mod:`diffiqa.distributed`) every
+rank builds the same batches and takes its slice of each *global* batch (``batch_size`` stays
+the global one), DDP averages the gradients, and only rank 0 writes; N processes take the
+same steps as one (up to float summation order; ``tests/test_distributed.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from tqdm.auto import tqdm
 
 from diffiqa.cache import read_cache
 from diffiqa.config import to_dict
+from diffiqa import distributed
 from diffiqa.devices import resolve_device
 from diffiqa.errors import ConfigError, DiffiqaError
 from diffiqa.io_utils import atomic_path, write_text_atomic
@@ -47,7 +53,7 @@ from diffiqa.prediction import mos_mapping
 from diffiqa.training.datasets import crops_by_row
 from diffiqa.training.features import can_cache_features, feature_store
 from diffiqa.training.ridge import DEFAULT_ALPHAS, ridge_cv
-from diffiqa.training.sources import FeatureSource, PixelSource
+from diffiqa.training.sources import FeatureSource, PixelSource, take
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +207,13 @@ def fit_skip(model, source, rows, quality, folds: int, seed: int) -> dict[int, f
 
 
 def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, params: TrainParams, val, offsets,
-               progress=True, stop_after_epochs=None, label="train") -> bool:
+               progress=True, stop_after_epochs=None, label="train", ctx=None) -> bool:
     """The loop: epochs from ``state.epoch`` to ``params.epochs``; returns False when cut by
-    ``stop_after_epochs`` (a simulated kill)."""
+    ``stop_after_epochs`` (a simulated kill). ``ctx``: the distributed context (this rank
+    trains on its slice of each global batch through a DDP wrapper)."""
+    ctx = ctx or distributed.DistContext()
     device = next(p.device for p in model.parameters())
+    net = distributed.wrap(model, ctx)
     evaluated = ema.module if ema is not None else model
     bar = tqdm(total=params.epochs, initial=state.epoch, desc=label, unit="epoch", disable=not progress)
     done_now = 0
@@ -217,20 +226,23 @@ def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, par
         model.train()
         loss_sum, n_seen = 0.0, 0
         for batch in source.batches(epoch):
+            n_global = len(batch["quality"])
+            mine = ctx.rows(n_global)
             off = None
             if offsets is not None:
-                off = torch.tensor([offsets[int(r)] for r in batch["rows"]], dtype=torch.float32, device=device)
-            pred = source.forward(model, batch["inputs"], skip_offset=off)["score"].reshape(-1)
-            target = batch["quality"].to(device=device, dtype=pred.dtype)
-            loss = torch.nn.functional.mse_loss(pred, target)
+                off = torch.tensor([offsets[int(r)] for r in batch["rows"][mine]], dtype=torch.float32, device=device)
+            pred = source.forward(net, take(batch["inputs"], mine), skip_offset=off).reshape(-1)
+            target = batch["quality"][mine].to(device=device, dtype=pred.dtype)
+            # weighted so that DDP's gradient average is the gradient of the global batch's mean
+            loss = torch.nn.functional.mse_loss(pred, target) * ctx.loss_weight(n_global)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
-            loss_sum += float(loss.detach()) * len(target)
-            n_seen += len(target)
+            loss_sum += float(distributed.all_reduce_mean(float(loss.detach()), ctx)) * n_global
+            n_seen += n_global
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_srcc": None, "val_plcc": None}
         if val is not None and ((epoch + 1) % params.eval_every == 0 or epoch + 1 == params.epochs):
             m = _val_metrics(source, evaluated, *val)
@@ -244,7 +256,8 @@ def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, par
                     state.stopped_early = True
         state.history.append(record)
         state.epoch = epoch + 1
-        state.save(model, ema, optimizer, scheduler)
+        if ctx.is_main:
+            state.save(model, ema, optimizer, scheduler)
         bar.update(1)
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_srcc=record["val_srcc"])
         done_now += 1
@@ -282,7 +295,8 @@ def train_split(
     out_path, work_dir = Path(out_path), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     curves_path = Path(curves_path) if curves_path else work_dir / f"split-{split_id}.curves.csv"
-    device = resolve_device(device)
+    ctx = distributed.from_env()
+    device = ctx.device(device) if ctx.enabled else resolve_device(device)
     cache = cache_path if hasattr(cache_path, "rows") else read_cache(cache_path)
     train_rows = np.asarray(split["train"], dtype=np.int64)
     val_rows = np.asarray(split.get("val", []), dtype=np.int64)
@@ -327,9 +341,10 @@ def train_split(
         log.info("split %d: resuming after epoch %d", split_id, state.epoch)
 
     val = (val_rows, quality[val_rows]) if len(val_rows) >= 4 else None
-    finished = run_epochs(model, ema, source, optimizer, scheduler, state, params, val, offsets, progress,
-                          stop_after_epochs, label=f"train split {split_id}")
-    _write_curves(curves_path, state.history)
+    finished = run_epochs(model, ema, source, optimizer, scheduler, state, params, val, offsets,
+                          progress and ctx.is_main, stop_after_epochs, label=f"train split {split_id}", ctx=ctx)
+    if ctx.is_main:
+        _write_curves(curves_path, state.history)
     if not finished:
         return {"split_id": split_id, "finished": False, "epochs_run": state.epoch, "history": state.history}
 
@@ -354,7 +369,9 @@ def train_split(
         "n_train": int(len(fit_rows)),
         "n_val": int(len(val_rows)),
     }
-    _save_scorer_atomic(out_path, final.cpu(), scorer_cfg, extra)
+    if ctx.is_main:
+        _save_scorer_atomic(out_path, final.cpu(), scorer_cfg, extra)
+    distributed.barrier(ctx)
     log.info("split %d: %d epochs, skip alpha %s -> %s", split_id, state.epoch, skip_alpha, out_path)
     return {"split_id": int(split_id), "finished": True, "best_epoch": extra["best_epoch"], "val": extra["val"],
             "epochs_run": state.epoch, "stopped_early": state.stopped_early, "history": state.history,
