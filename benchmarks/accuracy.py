@@ -77,14 +77,15 @@ class TileCache:
     @dataclasses.dataclass
     class Spec:
         restorer_sha256: str
+        attrs: dict = dataclasses.field(default_factory=dict)
 
         def to_attrs(self) -> dict:
-            return {"restorer_sha256": self.restorer_sha256, "tiles": "benchmarks/tile_features.py"}
+            return {**self.attrs, "restorer_sha256": self.restorer_sha256, "tiles": "benchmarks/tile_features.py"}
 
-    def __init__(self, tiles: pd.DataFrame, path: str, sha: str):
+    def __init__(self, tiles: pd.DataFrame, path: str, sha: str, attrs: dict | None = None):
         self.rows = tiles["row"].to_numpy(np.int64)
         self.path = path
-        self.spec = self.Spec(sha)
+        self.spec = self.Spec(sha, dict(attrs or {}))
 
     def read(self, kind, ids, raw=False):  # never called: every slot is filled
         raise RuntimeError("TileCache holds features only")

@@ -3,6 +3,10 @@
     python benchmarks/package_scorer.py --prepared data/prepared/clive --cache data/cache/clive.zarr \
         --restorer diffiqa/assets/default_restorer.pt [--tiles T] [--params pipeline/profiles/cpu.yaml] \
         [--out diffiqa/assets/default_scorer.pt]
+    python benchmarks/package_scorer.py --prepared data/prepared/clive --tiles T --distorted-only
+
+``--distorted-only``: the model without restored / noisy inputs (no cache or restorer needed;
+scoring then skips restoration), trained from the distorted tile features.
 
 Trains ``train_split`` on every row of the index (no test part: the splits of
 ``benchmarks/accuracy.py`` measure this recipe on images it never saw), with the profile's
@@ -41,8 +45,9 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prepared", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--restorer", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--restorer", type=Path, default=None)
+    ap.add_argument("--distorted-only", action="store_true")
     ap.add_argument("--tiles", type=Path, default=None)
     ap.add_argument("--params", type=Path, default=REPO / "pipeline" / "profiles" / "cpu.yaml")
     ap.add_argument("--out", type=Path, default=REPO / "diffiqa" / "assets" / "default_scorer.pt")
@@ -54,25 +59,40 @@ def main(argv=None) -> int:
     cfg = from_preset(scorer_preset, p.get("scorer"), "scorer")
     tp = from_dict(TrainParams, p.get("train"), "train")
     index = pd.read_parquet(args.prepared / "index.parquet")
-    cache = read_cache(args.cache)
-    if cache.spec.restorer_sha256 != file_sha256(args.restorer):
-        raise SystemExit(f"{args.cache} was restored by another restorer than {args.restorer}")
     rows = list(range(len(index)))
     split = {"train": rows, "val": [], "test": []}
     store = None
-    if args.tiles is not None:
+    if args.distorted_only:
+        import dataclasses
+
+        from accuracy import TileCache
+
+        from diffiqa.restore import RestoreParams
+
+        cfg = dataclasses.replace(cfg, use_restored=False, use_noisy=False)
+        tiles = pd.read_parquet(args.tiles / "tiles.parquet")
+        attrs = dataclasses.asdict(from_dict(RestoreParams, p.get("restore"), "restore"))
+        cache = TileCache(tiles, str(args.tiles), "", attrs)
+        torch.manual_seed(0)
+        store = filled_store(DualBranchScorer(cfg), cache, args.tiles)
+    else:
+        cache = read_cache(args.cache)
+        if cache.spec.restorer_sha256 != file_sha256(args.restorer):
+            raise SystemExit(f"{args.cache} was restored by another restorer than {args.restorer}")
+    if args.tiles is not None and store is None:
         tiles = pd.read_parquet(args.tiles / "tiles.parquet")
         if not np.array_equal(tiles["row"].to_numpy(), cache.rows):
             raise SystemExit(f"{args.tiles}: tiles are not the cache's crops")
         torch.manual_seed(0)
         store = filled_store(DualBranchScorer(cfg), cache, args.tiles)
     tmp = args.work / "all.pt"
-    train_split(cache, index, split, 0, cfg, tp, tmp, args.work / "resume", restorer_path=str(args.restorer),
-                store=store)
+    train_split(cache, index, split, 0, cfg, tp, tmp, args.work / "resume",
+                restorer_path=str(args.restorer or ""), store=store)
     model, cfg, extra = load_scorer(tmp)
     extra.update(
         trained_on=f"all {len(index)} images of {args.prepared} ({datetime.now(timezone.utc).date()}), "
-                   f"recipe {args.params.name}: {tp.epochs} epochs, refit={tp.refit}",
+                   f"recipe {args.params.name}: {tp.epochs} epochs, refit={tp.refit}"
+                   + (", distorted input only" if args.distorted_only else ""),
         split_id=-1,
         restorer_path="",  # found next to the scorer in the package (diffiqa.api.find_restorer)
     )

@@ -111,7 +111,8 @@ class DiffIQAMetric(nn.Module):
                  progress: bool = True, checkpoint: str = "", restorer_path: str = ""):
         super().__init__()
         self.scorer = scorer.eval()
-        self.restorer = restorer_net.eval()
+        # None: the scorer reads only the distorted image (no restoration to run)
+        self.restorer = restorer_net.eval() if restorer_net is not None else None
         self.params = restore_params
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -139,7 +140,12 @@ class DiffIQAMetric(nn.Module):
         for start in tqdm(range(0, len(boxes), step), desc=f"restore {Path(name).name}", unit="batch",
                           leave=False, disable=not self.progress):
             ids = list(range(start, min(start + step, len(boxes))))
-            got = sample_crops(self.restorer, cut_crops(image, boxes[ids[0] : ids[-1] + 1]), ids, p, self.device)
+            tiles = cut_crops(image, boxes[ids[0] : ids[-1] + 1])
+            if self.restorer is None:
+                x = torch.from_numpy(tiles.astype(np.float32) / 255.0).to(self.device)
+                scores.append(self.scorer(x).reshape(-1).float().cpu())
+                continue
+            got = sample_crops(self.restorer, tiles, ids, p, self.device)
             if got["distorted"].dtype == np.uint8:
                 got["distorted"] = got["distorted"].astype(np.float32) / 255.0
             kinds = [torch.from_numpy(_as_cached(got[k], p.dtype)).to(self.device) for k in IMAGE_KINDS]
@@ -195,9 +201,13 @@ def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=
         noisy_states=spec.get("noisy_states", "chain"),  # caches before format 3 kept the chain's own states
         tile=int(spec.get("tile", 0)),
     )
-    restorer_path = find_restorer(ckpt, extra, restorer)
-    net, _rcfg, _rextra = load_restorer(restorer_path)
+    if list(getattr(scorer, "kinds_needed", IMAGE_KINDS)) == ["distorted"] and restorer is None:
+        # a scorer that reads only the distorted image: nothing to restore (several times faster)
+        restorer_path, net = "", None
+    else:
+        restorer_path = find_restorer(ckpt, extra, restorer)
+        net, _rcfg, _rextra = load_restorer(restorer_path)
     log.info("diffiqa metric: scorer %s, restorer %s, %d crops of %d px, %s %d steps", ckpt, restorer_path,
              restore_params.crops_per_image, restore_params.crop_size, restore_params.sampler, restore_params.steps)
-    return DiffIQAMetric(scorer.to(device), net.to(device), restore_params, device, batch_size, progress,
+    return DiffIQAMetric(scorer.to(device), None if net is None else net.to(device), restore_params, device, batch_size, progress,
                          str(ckpt), str(restorer_path))

@@ -167,3 +167,25 @@ def test_score_command_skips_a_broken_image_and_keeps_the_others(models, tmp_pat
     assert rc == 1 and "broken.png" in capsys.readouterr().err
     with open(out) as f:
         assert len(list(csv.DictReader(f))) == 2
+
+
+def test_a_distorted_only_scorer_scores_without_a_restorer(tmp_path):
+    """A scorer that reads only the distorted image needs no restorer: none is looked for or run."""
+    import diffiqa
+    from diffiqa.scorer import DualBranchScorer, save_scorer
+    from tests.test_training import TinyScorerConfig
+
+    cfg = TinyScorerConfig(use_restored=False, use_noisy=False)
+    torch.manual_seed(0)
+    model = DualBranchScorer(cfg).eval()
+    assert model.kinds_needed == ["distorted"]
+    spec = {"crop_size": 64, "crops_per_image": 0, "seed": 0, "sampler": "ddim", "steps": 2, "eta": 0.0,
+            "keep_steps": [5, 10], "dtype": "uint8", "t_start": 0.2, "noisy_states": "restored", "tile": 0,
+            "restorer_sha256": ""}
+    ckpt = tmp_path / "m.pt"
+    save_scorer(ckpt, model, cfg, {"restore": spec, "restorer_path": "missing.pt", "restorer_sha256": ""})
+    metric = diffiqa.create_metric("diffiqa", checkpoint=ckpt, device="cpu", progress=False)
+    assert metric.restorer is None
+    img = torch.rand(1, 3, 80, 150)
+    a, b = metric(img), metric(img)
+    assert a.shape == (1,) and torch.equal(a, b) and torch.isfinite(a).all()
