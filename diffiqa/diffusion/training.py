@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from diffiqa import distributed
 from diffiqa.config import to_dict
 from diffiqa.diffusion.checkpoint import FORMAT_VERSION, RestorerConfig, load_restorer, save_restorer
 from diffiqa.diffusion.schedule import add_noise, noise_level
@@ -60,7 +61,7 @@ def draw_levels_and_bases(x0, cond, generator=None, t_max: float = 1.0, full_ran
 
 
 def diffusion_loss(net, x0: torch.Tensor, cond: torch.Tensor, loss: str = "l1", generator=None, t_max: float = 1.0,
-                   full_range_share: float = 1.0, distorted_start: float = 0.0, mixed_start: float = 0.0) -> torch.Tensor:
+                   full_range_share: float = 1.0, distorted_start: float = 0.0, mixed_start: float = 0.0, rows: slice | None = None) -> torch.Tensor:
     """Scalar loss on what the net predicts. x0 (pristine) and cond (distorted): (N,3,H,W) in [-1,1].
 
     t and the base image come from ``draw_levels_and_bases``; x_t = sqrt(ab) base +
@@ -74,8 +75,10 @@ def diffusion_loss(net, x0: torch.Tensor, cond: torch.Tensor, loss: str = "l1", 
     gen_device = generator.device if generator is not None else x0.device
     t, base = draw_levels_and_bases(x0, cond, generator, t_max, full_range_share, distorted_start, mixed_start)
     noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
+    if rows is not None:  # a DDP rank: its slice, drawn as part of the global batch (diffiqa.distributed)
+        x0, cond, t, base, noise = x0[rows], cond[rows], t[rows], base[rows], noise[rows]
     out = net(add_noise(base, noise, t), cond, noise_level(t).to(x0.device))
-    kind = getattr(net, "prediction", "eps")
+    kind = getattr(getattr(net, "module", net), "prediction", "eps")
     target = {"eps": noise, "x0": x0, "residual": x0 - cond}[kind]
     return F.l1_loss(out, target) if loss == "l1" else F.mse_loss(out, target)
 
@@ -218,7 +221,8 @@ def train_restorer(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ddp = distributed.from_env()  # under torchrun: this rank's share of every global batch
+    device = ddp.device(device)
     if pairs is None:
         from diffiqa.data.pairs import load_pairs
 
@@ -251,9 +255,10 @@ def train_restorer(
         torch.set_rng_state(state["rng"]["torch"].cpu())
         _set_numpy_rng_state(state["rng"]["numpy"])
         start = int(state["step"])
-        _truncate_losses(csv_path, start)
+        if ddp.is_main:
+            _truncate_losses(csv_path, start)
         log.info("resuming from %s at step %d", last_path, start)
-    elif csv_path.exists():
+    elif csv_path.exists() and ddp.is_main:
         csv_path.unlink()  # a fresh run: the old curve belongs to other weights
 
     def save_state(step: int) -> None:
@@ -266,17 +271,19 @@ def train_restorer(
         with atomic_path(last_path) as tmp:
             torch.save(state, tmp)
 
+    train_net = distributed.wrap(net, ddp)  # gradients averaged over ranks; `net` stays the one saved
     net.train()
     pending: list[tuple[int, float]] = []
     recent: list[float] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc="restorer", unit="step")
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or not ddp.is_main, desc="restorer", unit="step")
     step, stopped_early = start, False
     for step in range(start + 1, cfg.steps + 1):
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
         cond, x0 = crop_batch(distorted, pristine, cfg.crop_size, cfg.batch_size, gen, rotate=cfg.rotate)
         torch.manual_seed(step_seed(cfg.seed + 1, step))  # dropout masks: a function of the step too
-        loss = diffusion_loss(net, x0.to(device), cond.to(device), cfg.loss, generator=gen, t_max=cfg.t_max,
+        loss = ddp.loss_weight(cfg.batch_size) * diffusion_loss(
+            train_net, x0.to(device), cond.to(device), cfg.loss, generator=gen, rows=ddp.rows(cfg.batch_size), t_max=cfg.t_max,
                               full_range_share=cfg.full_range_share, distorted_start=cfg.distorted_start,
                               mixed_start=cfg.mixed_start)
         opt.zero_grad(set_to_none=True)
@@ -286,16 +293,19 @@ def train_restorer(
         opt.step()
         if ema is not None:
             ema.update_parameters(net)
-        value = loss.item()
+        value = distributed.all_reduce_mean(loss.item(), ddp)
         pending.append((step, value))
         recent = (recent + [value])[-50:]
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}")
-        stopped_early = max_seconds is not None and time.perf_counter() - t0 > max_seconds and step < cfg.steps
+        stopped_early = distributed.any_rank(
+            max_seconds is not None and time.perf_counter() - t0 > max_seconds and step < cfg.steps, ddp)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
-            _append_losses(csv_path, pending)
+            if ddp.is_main:  # one writer; the other ranks wait for the checkpoint
+                _append_losses(csv_path, pending)
+                save_state(step)
             pending = []
-            save_state(step)
+            distributed.barrier(ddp)
         if stopped_early:
             log.info("time budget of %.0f s spent at step %d of %d; rerun to resume", max_seconds, step, cfg.steps)
             break
@@ -305,7 +315,9 @@ def train_restorer(
     extra = {"steps": int(step), "final_loss": float(np.mean(recent)) if recent else None,
              "ema": ema is not None, "parameters": n_params, "init": cfg.init,
              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(provenance or {})}
-    save_restorer(out_dir / "restorer.pt", final, cfg, extra)
+    if ddp.is_main:
+        save_restorer(out_dir / "restorer.pt", final, cfg, extra)
+    distributed.barrier(ddp)
     done = step - start
     summary = {**extra, "resumed_from": start, "stopped_early": stopped_early, "seconds": seconds, "steps_per_s": done / seconds if done else None,
                "restorer": str(out_dir / "restorer.pt")}
