@@ -37,6 +37,7 @@ def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     from diffiqa.diffusion.presets import restorer_preset
     from diffiqa.diffusion.checkpoint import load_restorer
     from diffiqa.diffusion.evaluation import evaluate_restorer
+    from diffiqa import distributed
     from diffiqa.diffusion.training import train_restorer
 
     group = dict((all_params or params()).get("pretrain_restorer") or {})
@@ -46,6 +47,8 @@ def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     provenance = {"data": {k: summary[k] for k in ("types", "levels", "crop_size", "n_train", "seed") if k in summary}}
     train_restorer(LAYOUT.pairs, WORK_DIR, cfg, progress=True, on_mismatch="restart", provenance=provenance)
+    if not distributed.from_env().is_main:  # under torchrun, rank 0 alone evaluates and writes the outs
+        return {}
     ckpt = LAYOUT.restorer
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(WORK_DIR / "restorer.pt", ckpt.with_suffix(".tmp"))
