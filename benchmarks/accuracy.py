@@ -44,6 +44,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from diffiqa import metrics  # noqa: E402
 from diffiqa.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
@@ -67,6 +68,8 @@ BASELINE_ROWS = {
     "lite0_ridge": ("lite0",), "lite1_ridge": ("lite1",), "lite2_ridge": ("lite2",),
     "lite02_ridge": ("lite0", "lite2"), "lite012_ridge": ("lite0", "lite1", "lite2"),
 }
+CLASSICAL_ROWS = {"brisque_krr": "BRISQUE-style 36 NSS features (whole image); RBF kernel ridge, alpha and width "
+                                  "by 5-fold CV on train+val"}
 BASELINE_WHAT = ("frozen {names}: levels 1-4 + 1280-d head, mean+std per 32-px cell, mean+std over the grid, "
                  "whole image; ridge, alpha by 5-fold CV on train+val")
 
@@ -162,6 +165,35 @@ def run_baseline(name, args, index, splits, tiles) -> dict:
             "n_features": int(X.shape[1])}
 
 
+def run_classical(name, args, index, splits) -> dict:
+    """BRISQUE-style NSS features + RBF kernel ridge, (alpha, width) by k-fold CV on train+val."""
+    import baselines
+
+    from diffiqa.training.ridge import fold_ids
+
+    root = Path(json.loads((args.prepared / "splits.json").read_text())["root_abs"])
+    X = baselines.nss_features(index, root, args.out / "work", progress=False)
+    q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
+    per_split = []
+    for k, s in enumerate(splits):
+        fit_rows = np.asarray(s["train"] + s["val"], dtype=np.int64)
+        test = np.asarray(s["test"], dtype=np.int64)
+        folds = fold_ids(len(fit_rows), 5, seed=0)
+        best = None
+        for g in baselines.GAMMAS:
+            for alpha in baselines.ALPHAS:
+                err = 0.0
+                for f in range(5):
+                    tr, va = fit_rows[folds != f], fit_rows[folds == f]
+                    pred, _ = baselines.fit_kernel_ridge_fixed(X, q, tr, va, alpha, g / X.shape[1])
+                    err += float(((pred - q[va]) ** 2).sum())
+                if best is None or err < best[0]:
+                    best = (err, alpha, g / X.shape[1])
+        pred, _ = baselines.fit_kernel_ridge_fixed(X, q, fit_rows, test, best[1], best[2])
+        per_split.append(split_metrics(k, pred, mos[test], alpha=best[1], gamma=best[2]))
+    return {"per_split": per_split, "what": CLASSICAL_ROWS[name], "n_features": int(X.shape[1])}
+
+
 def run_model(name, args, index, splits, tiles) -> dict:
     overrides, what = MODEL_ROWS[name]
     cfg = scorer_preset("cpu", **overrides, **json.loads(args.scorer or "{}"))
@@ -212,7 +244,7 @@ def tables(results: dict, header: list[str]) -> str:
     for name, r in results.items():
         s, p = r["srcc"], r["plcc"]
         lines.append(f"| {name} | {r['what']} | {s['mean']:.3f} ± {s['std']:.3f} | {p['mean']:.3f} ± {p['std']:.3f} | {r['wall_s']:.0f} |")
-    baselines = [n for n in results if n in BASELINE_ROWS]
+    baselines = [n for n in results if n in BASELINE_ROWS or n in CLASSICAL_ROWS]
     models = [n for n in results if n in MODEL_ROWS]
     if baselines and models:
         best = max(baselines, key=lambda n: results[n]["srcc"]["mean"])
@@ -258,7 +290,12 @@ def main(argv=None) -> int:
     ]
     for name in args.rows.split(","):
         t0 = time.time()
-        r = run_baseline(name, args, index, splits, tiles) if name in BASELINE_ROWS else run_model(name, args, index, splits, tiles)
+        if name in BASELINE_ROWS:
+            r = run_baseline(name, args, index, splits, tiles)
+        elif name in CLASSICAL_ROWS:
+            r = run_classical(name, args, index, splits)
+        else:
+            r = run_model(name, args, index, splits, tiles)
         r.update(summarize(r["per_split"]), wall_s=time.time() - t0,
                  date=datetime.now(timezone.utc).isoformat(timespec="seconds"), header=header)
         results[name] = r

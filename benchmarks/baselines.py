@@ -118,6 +118,14 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, train, val, test) -> tuple[np.ndarra
     return xs @ best[2] + ym, {"alpha": best[1], "val_srcc": float(best[0])}
 
 
+def fit_kernel_ridge_fixed(x: np.ndarray, y: np.ndarray, train, test, alpha: float, gamma: float):
+    """RBF kernel ridge on standardised features with a given (alpha, gamma): fit on ``train`` -> ``test``."""
+    xt, xs = _standardise(x[train], x[test])
+    ym = y[train].mean()
+    a = _ridge_solve(_rbf(xt, xt, gamma), y[train] - ym, alpha, kernel=True)
+    return _rbf(xs, xt, gamma) @ a + ym, {"alpha": alpha, "gamma": gamma}
+
+
 def fit_kernel_ridge(x: np.ndarray, y: np.ndarray, train, val, test) -> tuple[np.ndarray, dict]:
     """RBF kernel ridge (an SVR stand-in, closed form): alpha and gamma by val SRCC -> test predictions."""
     xt, xv, xs = _standardise(x[train], x[val], x[test])
