@@ -37,6 +37,7 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 900)
 
 # The demo profile, shrunk so integration tests take minutes: same stages, same code paths.
 FAST = {
+    "sources.demo.options": {"n_images": 8},  # the 8 colour photographs (144 images), not all 17
     "prepare.splits": 2,
     "synth_pairs.count": 300,
     "synth_pairs.heldout_count": 32,
