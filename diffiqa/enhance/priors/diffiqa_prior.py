@@ -1,10 +1,12 @@
 """The trained dual-branch scorer as a prior (``diffiqa.api.create_metric("diffiqa")``).
 
-The metric scores deterministic crops of an image from (distorted, restored, noisy_1,
-noisy_2). Here the three restorer outputs are computed without gradient (a 10-50 step
+The metric scores deterministic crops (or covering tiles) of an image from (distorted,
+restored, noisy_1, noisy_2). Here the three restorer outputs are computed without gradient (a
 stochastic chain per crop) and held fixed for the step; the gradient reaches the pixels
 through the scorer's ``distorted`` input only. That is the direction the scorer itself
 prefers, and it costs one scorer backward pass instead of a backward pass through the chain.
+A scorer that reads the distorted image only (the metric has no restorer) scores the crops
+directly. The crops are the metric's own (``diffiqa.api``: the same boxes and tile size).
 """
 
 from __future__ import annotations
@@ -31,7 +33,16 @@ class DiffIQAPrior(nn.Module):
             metric = create_metric("diffiqa", checkpoint=checkpoint, device=device, progress=False)
         self.metric = metric
         self.metric.scorer.requires_grad_(False)
-        self.metric.restorer.requires_grad_(False)
+        cfg = getattr(self.metric.scorer, "cfg", None)
+        if getattr(cfg, "freeze_backbones", False):
+            # A frozen-backbone scorer extracts its features without autograd (to cache them);
+            # as a prior the gradient must reach the pixels. This metric instance is the prior's
+            # own, and its weights stay frozen (requires_grad False above).
+            import dataclasses
+
+            self.metric.scorer.cfg = dataclasses.replace(cfg, freeze_backbones=False)
+        if self.metric.restorer is not None:
+            self.metric.restorer.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         from diffiqa.api import CROP_KEY, _as_cached
@@ -48,6 +59,9 @@ class DiffIQAPrior(nn.Module):
             boxes = image_boxes(h, w, tile, p.crops_per_image, p.seed, CROP_KEY)
             # box = (top, left, h, w); slicing the tensor keeps autograd
             crops = torch.stack([img[:, t:t + bh, l:l + bw] for t, l, bh, bw in boxes])
+            if self.metric.restorer is None:  # a distorted-only scorer
+                out.append(self.metric.scorer(crops.to(dev)).reshape(-1).mean())
+                continue
             u8 = (crops.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
             with torch.no_grad():
                 got = sample_crops(self.metric.restorer, u8, list(range(len(boxes))), p, dev)
