@@ -60,3 +60,34 @@ def test_diffiqa_prior_scores_crops_and_passes_gradient_through_the_distorted_in
     assert torch.allclose(q, torch.tensor([0.2, 0.8]), atol=1e-6)
     q.sum().backward()
     assert x.grad.abs().sum() > 0
+
+
+class DistortedOnlyScorer(nn.Module):
+    """A whole-image scorer stand-in: one input, features without autograd while frozen (as the
+    packaged cell-feature scorer does to cache them)."""
+
+    def __init__(self):
+        super().__init__()
+        from dataclasses import dataclass
+
+        @dataclass(frozen=True)
+        class Cfg:
+            freeze_backbones: bool = True
+
+        self.cfg = Cfg()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, distorted):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_backbones):
+            return self.w * distorted.mean((1, 2, 3))
+
+
+def test_diffiqa_prior_with_a_distorted_only_scorer_passes_gradient_to_the_pixels():
+    params = RestoreParams(crop_size=8, crops_per_image=0, seed=0, sampler="ddim", steps=2, keep_steps=(5, 10))
+    metric = SimpleNamespace(scorer=DistortedOnlyScorer(), restorer=None, params=params, device=torch.device("cpu"))
+    prior = DiffIQAPrior(metric=metric)
+    x = torch.cat([torch.full((1, 3, 16, 16), 0.2), torch.full((1, 3, 16, 16), 0.7)]).requires_grad_(True)
+    q = prior(x)
+    assert torch.allclose(q, torch.tensor([0.2, 0.7]), atol=1e-6)
+    q.sum().backward()
+    assert x.grad.abs().sum() > 0 and metric.scorer.w.grad is None  # pixels get the gradient, weights stay frozen
