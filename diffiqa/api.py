@@ -29,6 +29,7 @@ from diffiqa.cache import IMAGE_KINDS
 from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
 from diffiqa.errors import ConfigError, DiffiqaError, ImageError, ProvenanceError
+from diffiqa.layout import ProjectLayout
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,12 @@ def find_checkpoint(checkpoint=None, search_dir=".") -> Path:
         if not p.is_file():
             raise DiffiqaError(f"{p}: scorer checkpoint not found")
         return p
-    found = [p for p in Path(search_dir, "models", "scorer").rglob("split-*.pt") if _SPLIT_CKPT.match(p.name)]
+    found = [p for p in ProjectLayout(search_dir).scorers.rglob("split-*.pt") if _SPLIT_CKPT.match(p.name)]
     if found:
         return max(found, key=lambda p: (p.stat().st_mtime, str(p)))
     if DEFAULT_SCORER.is_file():
         return DEFAULT_SCORER
-    raise DiffiqaError(f"no scorer model: none in {Path(search_dir, 'models', 'scorer')} and no packaged "
+    raise DiffiqaError(f"no scorer model: none in {ProjectLayout(search_dir).scorers} and no packaged "
                        f"{DEFAULT_SCORER.name}; {HOW_TO_TRAIN}")
 
 
