@@ -225,3 +225,16 @@ def test_zero_steps_from_init_reproduces_the_init_weights(tmp_path):
     b, _, _ = load_restorer(tmp_path / "b" / "restorer.pt")
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), k
+
+
+def test_checkpoints_without_a_recorded_chain_get_the_legacy_one(tmp_path):
+    from diffiqa.diffusion.checkpoint import LEGACY_CHAIN, PACKAGED_RESTORER
+
+    cfg = tiny_cfg()
+    save_restorer(tmp_path / "r.pt", ConditionalUNet(cfg.unet), cfg)
+    raw = torch.load(tmp_path / "r.pt", weights_only=True)
+    del raw["config"]["sampler"]
+    torch.save(raw, tmp_path / "old.pt")
+    assert load_restorer(tmp_path / "old.pt")[1].sampler == LEGACY_CHAIN
+    assert load_restorer(tmp_path / "r.pt")[1].sampler == cfg.sampler
+    assert PACKAGED_RESTORER.is_file()

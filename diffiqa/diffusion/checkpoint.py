@@ -36,6 +36,11 @@ class SamplerSettings:
             raise ConfigError(f"sampler steps={self.steps}, t_start={self.t_start}: need steps >= 1, t_start in (0, 1]")
 
 
+# Checkpoints written before restorers recorded their chain get the chain the packaged one (the
+# 1600-step cpu eps U-Net) was measured best with and its cache ran (benchmarks/RESULTS.md).
+LEGACY_CHAIN = SamplerSettings(sampler="ddim", steps=3, t_start=0.1)
+
+
 @dataclass
 class RestorerConfig:
     """Everything that builds and trains a restorer (the ``pretrain_restorer`` params group).
@@ -119,6 +124,8 @@ def load_restorer(path: str | Path, map_location="cpu") -> tuple[ConditionalUNet
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise DiffiqaError(f"{p}: format_version {ckpt.get('format_version')} (this code reads {FORMAT_VERSION})")
     cfg = from_dict(RestorerConfig, ckpt["config"], where=f"{p}:config")
+    if "sampler" not in ckpt["config"]:
+        cfg.sampler = LEGACY_CHAIN
     net = ConditionalUNet(cfg.unet)
     net.load_state_dict(ckpt["state_dict"])
     return net.eval(), cfg, ckpt.get("extra", {})
