@@ -234,7 +234,10 @@ def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, par
             pred = source.forward(net, take(batch["inputs"], mine), skip_offset=off).reshape(-1)
             target = batch["quality"][mine].to(device=device, dtype=pred.dtype)
             # weighted so that DDP's gradient average is the gradient of the global batch's mean
-            loss = torch.nn.functional.mse_loss(pred, target) * ctx.loss_weight(n_global)
+            if len(target):
+                loss = torch.nn.functional.mse_loss(pred, target) * ctx.loss_weight(n_global)
+            else:  # a last global batch smaller than the world: this rank has no rows (no NaN mean)
+                loss = pred.sum() * 0.0
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
