@@ -103,6 +103,8 @@ class DiffIQAMetric(nn.Module):
 
     ``forward(x)``: a path, a list of paths, or an (N,3,H,W) / (3,H,W) tensor in [0,1]
     (sides at least the crop size) → (N,) float32 tensor. Deterministic: same input, same score.
+    Scores are not clamped: score_range (0, 1) is the training set's nominal scale (0 = its worst
+    rated image, 1 = its best); an image judged beyond those scores slightly below 0 or above 1.
     """
 
     lower_better = False
