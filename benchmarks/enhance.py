@@ -140,7 +140,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "enhance"))
     ap.add_argument("--summarise-only", action="store_true", help="rebuild table.md from --out's rows.csv and gate.json")
     ap.add_argument("--gate-only", action="store_true", help="only the generativity gate of the map on each image")
+    ap.add_argument("--grade-with", default="", help="add this grader's scores to a finished run in --out (images.npz)")
     args = ap.parse_args(argv)
+    if args.grade_with:
+        return grade_with(Path(args.out), args.grade_with, args.scorer_checkpoint, args.checkpoint, args.budgets)
     if args.summarise_only:
         return resummarise(Path(args.out), args.budgets)
     from diffiqa.api import DEFAULT_RESTORER, find_checkpoint
@@ -215,12 +218,14 @@ def main(argv=None) -> int:
                            t_start=t_start, seed=args.seed)
 
     rows, gates, sheet_cols = [], [], {}
+    stored = {}  # every graded image, 8-bit, keyed by its row index in rows.csv (for --grade-with)
     starts = {"input": [c[2] for c in cases]}
     if post:
         starts["classical"] = [classical(c[2], c[1]) for c in cases]
     base_grades = {mode: [grade_all(graders, im, dev) for im in ims] for mode, ims in starts.items()}
     for mode, ims in starts.items():
         for (label, kind, y, clean), im, gr in zip(cases, ims, base_grades[mode]):
+            stored[f"row{len(rows)}"] = (u8(im) * 255).astype(np.uint8)
             rows.append({"mode": mode, "prior": mode, "budget": np.nan, "image": label, "kind": kind,
                          "psnr_to_input": psnr(u8(im), y),
                          "psnr_clean": psnr(u8(im), clean) if clean is not None else np.nan,
@@ -237,7 +242,9 @@ def main(argv=None) -> int:
                 for b in budgets:
                     img = res.within.get(b)
                     img = start if img is None else img[0].permute(1, 2, 0).cpu().numpy()
-                    rows.append({"mode": mode, "prior": row, "budget": b, "image": label, "kind": kind,
+                    stored[f"row{len(rows)}"] = (u8(img) * 255).astype(np.uint8)
+                    rows.append({"mode": mode, "prior": row, "members": "+".join(prior_names), "budget": b,
+                                 "image": label, "kind": kind,
                                  "psnr_to_input": psnr(u8(img), y),
                                  "psnr_clean": psnr(u8(img), clean) if clean is not None else np.nan,
                                  "ssim_clean": ssim(u8(img), clean) if clean is not None else np.nan,
@@ -247,6 +254,7 @@ def main(argv=None) -> int:
                         sheet_cols.setdefault(row, []).append(img)
             print(f"{mode} -> {row}: {len(cases)} images in {time.time() - t0:.0f} s", flush=True)
             pd.DataFrame(rows).to_csv(out / "rows.csv", index=False)  # partial results survive an interrupt
+            np.savez_compressed(out / "images.npz", **stored)
 
     df = pd.DataFrame(rows)
     df.to_csv(out / "rows.csv", index=False)
@@ -262,6 +270,26 @@ def main(argv=None) -> int:
                         **{f"out_{k}": np.stack(v) for k, v in sheet_cols.items()})
     print(report)
     return 0
+
+
+def grade_with(out: Path, name: str, scorer_checkpoint, restorer, budgets_arg: str) -> int:
+    """Grade every stored image of a finished run with one more model (e.g. the diffiqa scorer
+    once it loads), never a row whose prior included it; then rebuild the table."""
+    from diffiqa.api import DEFAULT_RESTORER
+    from diffiqa.enhance.priors import build_prior
+
+    df = pd.read_csv(out / "rows.csv")
+    images = np.load(out / "images.npz")
+    net = load_restorer(Path(restorer or DEFAULT_RESTORER))[0].eval().requires_grad_(False)
+    grader = build_prior(name, restorer_net=net, scorer_checkpoint=scorer_checkpoint)
+    scores = []
+    for i, r in df.iterrows():
+        own = name in str(r.get("members", "")).split("+")
+        scores.append(np.nan if own else grade_all({name: grader}, images[f"row{i}"].astype(np.float32) / 255, "cpu")[name])
+    df[name] = scores
+    df.to_csv(out / "rows.csv", index=False)
+    print(f"graded {int(np.isfinite(scores).sum())} images with {name}", flush=True)
+    return resummarise(out, budgets_arg)
 
 
 def resummarise(out: Path, budgets_arg: str) -> int:
