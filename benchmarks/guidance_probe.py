@@ -1,6 +1,6 @@
 """Does restoration guidance add information? A linear probe on the restored part of a cache.
 
-    python benchmarks/guidance_probe.py CACHE PREPARED_DIR
+    python benchmarks/guidance_probe.py CACHE PREPARED_DIR [distorted,restored,noisy_1,noisy_2]
 
 For every single-tile image of a (possibly unfinished) whole-image restore cache: pooled
 frozen Lite0 + Lite2 cell features of the distorted image (d) and the differences d - r,
@@ -21,6 +21,7 @@ from diffiqa.scorer.backbones import build_backbone
 from diffiqa.training.ridge import fold_ids, ridge_cv
 
 torch.set_num_threads(1)
+KINDS = sys.argv[3].split(',') if len(sys.argv) > 3 else ['distorted', 'restored', 'noisy_1', 'noisy_2']
 c = read_cache(sys.argv[1], require_complete=False)
 done = np.flatnonzero(c.done[:] if hasattr(c.done,'__getitem__') else c.done)
 rows = c.rows[done]
@@ -31,7 +32,7 @@ nets = [build_backbone(n, pretrained='pypi', out_indices=(1,2,3,4,5), channels_l
 P = {}
 t = time.time()
 with torch.no_grad():
-    for kind in ('distorted','restored','noisy_1','noisy_2'):
+    for kind in KINDS:
         out = []
         for i in keep:
             x = torch.from_numpy(np.ascontiguousarray(c.read(kind, np.array([i])))).float()
@@ -39,7 +40,12 @@ with torch.no_grad():
             out.append(torch.cat([f.mean(2), f.std(2)],1)[0].double().numpy())
         P[kind] = np.stack(out); print(kind, time.time()-t, flush=True)
 d = P['distorted']
-sets = {'d': d, 'd,d-r': np.concatenate([d, d-P['restored']],1), 'd,d-r,d-n1,d-n2': np.concatenate([d, d-P['restored'], d-P['noisy_1'], d-P['noisy_2']],1), 'd,d-n1,d-n2': np.concatenate([d, d-P['noisy_1'], d-P['noisy_2']],1)}
+others = [k for k in KINDS if k != 'distorted']
+sets = {'d': d}
+for k in others:
+    sets[f'd,d-{k}'] = np.concatenate([d, d - P[k]], 1)
+if len(others) > 1:
+    sets['d,' + ','.join(f'd-{k}' for k in others)] = np.concatenate([d] + [d - P[k] for k in others], 1)
 res = {k: [] for k in sets}
 for rep in range(10):
     f = fold_ids(len(y), 5, seed=100+rep)
