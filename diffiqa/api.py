@@ -90,12 +90,10 @@ def find_restorer(checkpoint: Path, extra: dict, restorer=None) -> Path:
 
 
 def _as_cached(image01: np.ndarray, dtype: str) -> np.ndarray:
-    """What the training cache would have stored, read back: uint8 rounding (clipping the
-    noisy states) or float16 in model space. (n,3,S,S) float32 in [0,1]-ish."""
-    a = np.asarray(image01, dtype=np.float32)
-    if dtype == "uint8":
-        return (np.clip(a, 0.0, 1.0) * 255.0).round().astype(np.float32) / 255.0
-    return ((a * 2.0 - 1.0).astype(np.float16).astype(np.float32) + 1.0) / 2.0
+    """What the training cache would have stored, read back (``diffiqa.cache.as_stored``)."""
+    from diffiqa.cache import as_stored
+
+    return as_stored(image01, dtype)
 
 
 class DiffIQAMetric(nn.Module):

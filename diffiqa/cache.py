@@ -148,14 +148,7 @@ class Cache:
     # --- write --------------------------------------------------------------------------
     def encode(self, image01: np.ndarray) -> np.ndarray:
         """(n,3,S,S) image in [0,1] (float) or uint8 → the stored dtype."""
-        a = np.asarray(image01)
-        if self.spec.dtype == "uint8":
-            if a.dtype == np.uint8:
-                return a
-            return (np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        if a.dtype == np.uint8:
-            a = a.astype(np.float32) / 255.0
-        return (a.astype(np.float32) * 2.0 - 1.0).astype(np.float16)
+        return encode_stored(image01, self.spec.dtype)
 
     def write_shard(self, shard_id: int, arrays: dict[str, np.ndarray]) -> None:
         """Write all four image kinds of one whole shard, then set its ``done`` flags.
@@ -204,11 +197,35 @@ class Cache:
             out = np.empty_like(got)
             out[order] = got
         if kind in IMAGE_KINDS and not raw:
-            if self.spec.dtype == "uint8":
-                out = out.astype(np.float32) / 255.0
-            else:
-                out = (out.astype(np.float32) + 1.0) / 2.0
+            out = decode_stored(out, self.spec.dtype)
         return out[0] if single else out
+
+
+# The storage encoding of image kinds: one place, used by the cache and by scoring new images
+# (which must see exactly what training read back from the cache).
+def encode_stored(image01: np.ndarray, dtype: str) -> np.ndarray:
+    """(n,3,S,S) image in [0,1] (float) or uint8 → ``dtype``: uint8 = ×255 rounded (clips the
+    noisy states), float16 = model space 2x−1 (keeps values outside [0,1])."""
+    a = np.asarray(image01)
+    if dtype == "uint8":
+        if a.dtype == np.uint8:
+            return a
+        return (np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    return (a.astype(np.float32) * 2.0 - 1.0).astype(np.float16)
+
+
+def decode_stored(stored: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored array → float32 image space ([0,1]; float16 stores may exceed it)."""
+    if dtype == "uint8":
+        return np.asarray(stored).astype(np.float32) / 255.0
+    return (np.asarray(stored).astype(np.float32) + 1.0) / 2.0
+
+
+def as_stored(image01: np.ndarray, dtype: str) -> np.ndarray:
+    """What a cache of ``dtype`` would hand back for ``image01``: decode(encode(image01))."""
+    return decode_stored(encode_stored(image01, dtype), dtype)
 
 
 def _create(path: Path, spec: CacheSpec, rows: np.ndarray, boxes: np.ndarray) -> None:

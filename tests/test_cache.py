@@ -163,3 +163,17 @@ def test_losing_a_creation_race_keeps_the_winners_store(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.zarr"]
     again = open_cache(path, _spec(), rows, boxes)
     assert again.pending_shards() == [1, 2]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float16"])
+def test_as_stored_is_what_a_cache_hands_back(tmp_path, dtype):
+    """Scoring new images reuses the cache's own encoding (one place): as_stored == write + read."""
+    from diffiqa.cache import IMAGE_KINDS, CacheSpec, as_stored, open_cache
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.2, 1.2, size=(2, 3, 8, 8)).astype(np.float32)  # noisy states leave [0,1]
+    spec = CacheSpec(restorer_sha256="ab" * 32, sampler="ddim", steps=2, eta=0.0, keep_steps=(5, 10), crop_size=8,
+                     crops_per_image=1, seed=0, n_images=2, shard_size=2, dtype=dtype)
+    cache = open_cache(tmp_path / "c.zarr", spec, [0, 1], [(0, 0, 8, 8)] * 2)
+    cache.write_shard(0, {k: x for k in IMAGE_KINDS})
+    np.testing.assert_array_equal(cache.read("noisy_1", [0, 1]), as_stored(x, dtype))
