@@ -30,7 +30,7 @@ def child(size: int, tile: int, checkpoint: str) -> dict:
     import torch
 
     from diffiqa.data.image_io import save_image
-    from diffiqa.restore import restore_images
+    from diffiqa.restore_files import restore_images
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     with tempfile.TemporaryDirectory() as tmp:

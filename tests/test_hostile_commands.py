@@ -6,21 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from diffiqa.cli import main
 from diffiqa.errors import OutputError
 
 
-def _run(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err.strip()
-
-
-def _one_line(rc, err, *needles):
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("diffiqa: error: "), err
-    for n in needles:
-        assert n in err, (n, err)
+from tests.cli_helpers import assert_one_line as _one_line
+from tests.cli_helpers import run_cli as _run
 
 
 def test_sheet_on_a_folder_is_refused_and_the_folder_kept(tmp_path, capsys):

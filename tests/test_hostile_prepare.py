@@ -29,11 +29,7 @@ def _dataset(root, n=6):
     return root
 
 
-def _one_line_error(rc, err, *needles):
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("diffiqa: error: ") and "Traceback" not in err
-    for n in needles:
-        assert n in err, (n, err)
+from tests.cli_helpers import assert_one_line as _one_line_error  # noqa: E402
 
 
 def test_cp1252_csv_names_file_and_row(tmp_path, capsys):

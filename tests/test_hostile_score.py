@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from diffiqa.cli import main
+from tests.cli_helpers import assert_one_line as _one_line
+from tests.cli_helpers import run_cli
 from diffiqa.data.image_io import load_image, save_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,16 +71,7 @@ def _images(folder: Path, n: int = 2) -> list[Path]:
 
 
 def _score(capsys, *args):
-    rc = main(["score", *map(str, args), "--no-progress"])
-    out, err = capsys.readouterr()
-    return rc, out, err.strip()
-
-
-def _one_line(rc, err, *needles):
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("diffiqa: error: "), err
-    for n in needles:
-        assert n in err, (n, err)
+    return run_cli(capsys, "score", *args, "--no-progress")
 
 
 # --- output paths (item 2) -------------------------------------------------------------

@@ -255,7 +255,7 @@ def test_corrupt_image_is_named_before_any_work(dataset, tmp_path):
 
 
 def test_restore_images_same_result_in_any_order(dataset, tmp_path):
-    from diffiqa.restore import restore_images
+    from diffiqa.restore_files import restore_images
 
     a, b = dataset["dir"] / "root" / "img" / "0.png", dataset["dir"] / "root" / "img" / "3.png"
     kw = dict(checkpoint=dataset["ckpt"], steps=6, sampler="ddpm", device="cpu", progress=False)
@@ -310,7 +310,7 @@ def test_cli_restore_unwritable_out_named_before_work(dataset, tmp_path, capsys)
 
 
 def test_colliding_names_never_overwrite(tmp_path):
-    from diffiqa.restore import output_names, restore_images
+    from diffiqa.restore_files import output_names, restore_images
 
     rng = np.random.default_rng(1)
     files = [tmp_path / "in" / "x" / "a.png", tmp_path / "in" / "y" / "a.png", tmp_path / "in" / "y" / "a.jpg"]
@@ -327,7 +327,7 @@ def test_colliding_names_never_overwrite(tmp_path):
 
 def test_restore_images_uses_the_checkpoint_chain_and_the_packaged_default(tmp_path, monkeypatch):
     from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER
-    from diffiqa.restore import default_restorer, restore_images
+    from diffiqa.restore_files import default_restorer, restore_images
 
     img = tmp_path / "a.png"
     save_image(img, np.random.default_rng(2).integers(0, 256, (12, 12, 3), dtype=np.uint8))

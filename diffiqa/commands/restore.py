@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from diffiqa.restore import restore_images
+    from diffiqa.restore_files import restore_images
 
     results = restore_images(
         args.images, args.out, checkpoint=args.checkpoint, steps=args.steps, sampler=args.sampler,

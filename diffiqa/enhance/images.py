@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 
 # The U-Net halves the size at each level; sides are cut down to a multiple of this.
 SIDE_MULTIPLE = 16
-PROJECT_RESTORER = "models/restorer/restorer.pt"
 # The restoration gap's chain: a truncated one (input noised to 0.3), fixed so that the prior's
 # calibration (fitted with the same chain) holds whatever chain the map runs.
 GAP_T_START = 0.3
@@ -91,17 +90,18 @@ def plot_trajectory(traj: pd.DataFrame, path: Path, title: str) -> None:
 def find_restorer_checkpoint(checkpoint=None) -> Path:
     """The restorer to enhance with: the one given, else the project's ``models/restorer/
     restorer.pt`` in the current directory, else the packaged default restorer."""
-    from diffiqa.api import DEFAULT_RESTORER
+    from diffiqa.restore_files import default_restorer
 
     if checkpoint is not None:
         p = Path(checkpoint)
         if not p.is_file():
             raise ConfigError(f"{p}: restorer checkpoint not found")
         return p
-    for p in (Path(PROJECT_RESTORER), DEFAULT_RESTORER):
-        if p.is_file():
-            return p
-    raise ConfigError(f"no restorer: neither {PROJECT_RESTORER} nor the packaged {DEFAULT_RESTORER} exists; pass --checkpoint")
+    p = default_restorer()  # the one lookup `diffiqa restore` uses too
+    if not p.is_file():
+        raise ConfigError(f"no restorer: neither models/restorer/restorer.pt nor the packaged {p} exists; "
+                          "pass --checkpoint")
+    return p
 
 
 def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, scorer_checkpoint=None,
