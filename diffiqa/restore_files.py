@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from diffiqa.crops import cut_crops
 from diffiqa.data.image_io import load_image
 from diffiqa.errors import ConfigError, DiffiqaError
-from diffiqa.restore import RestoreParams, require_checkpoint, sample_crops
+from diffiqa.restore import RestoreParams, require_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _strip(panels: list[tuple[str, np.ndarray]], path: Path) -> None:
     from diffiqa.data.image_io import save_image
 
     h = max(a.shape[0] for _, a in panels)
-    band, gap = 18, 4
+    band, gap = STRIP_BAND, STRIP_GAP
     width = sum(a.shape[1] for _, a in panels) + gap * (len(panels) - 1)
     canvas = Image.new("RGB", (width, h + band), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
@@ -96,9 +96,11 @@ def restore_images(
     noisy_2) into ``out_dir``; ``<name>`` is the stem, made distinct when inputs share one
     (``output_names``). ``checkpoint`` None = ``default_restorer()``; ``sampler``, ``steps``,
     ``t_start`` None = the checkpoint's own chain (``RestorerConfig.sampler``). The noisy
-    states are q(x_t | restored) at t = k/50 (the cache's definition). The network runs on
-    overlapping ``tile``-pixel windows (0 = whole image), so peak memory stays flat in
-    image size. Bad arguments (device, output folder, crop) fail before any work.
+    states are q(x_t | restored) at t = k/50 (the cache's definition). An image larger than
+    ``tile`` pixels (0 = never) is restored window by window and written band by band
+    (``restore_bands``, ``_write_bands``): peak memory is the uint8 input plus O(width x tile),
+    flat in image size; one that fits a window is restored whole, as before. Bad arguments
+    (device, output folder, crop) fail before any work.
     Returns one dict per image: source, output paths, size, seconds.
     """
     from diffiqa.crops import centre_box, stable_key_id
@@ -130,23 +132,182 @@ def restore_images(
         image = load_image(path, min_size=crop or 8)
         if crop:
             image = cut_crops(image, [centre_box(*image.shape[:2], crop)])[0].transpose(1, 2, 0)
-        # Noise seeded by the file name, so an image's result does not depend on its position.
-        with torch.no_grad():
-            got = sample_crops(net, image.transpose(2, 0, 1)[None].copy(), [stable_key_id(path.name)], params, device)
-        as_u8 = {k: (np.clip(v[0], 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
-                 for k, v in got.items() if k != "distorted"}
-        written = {}
-        for kind in ("restored", "noisy_1", "noisy_2"):
-            written[kind] = out_dir / f"{name}_{kind}.png"
-            save_image(written[kind], as_u8[kind])
-        written["strip"] = out_dir / f"{name}_strip.png"
         k1, k2 = params.keep_steps
-        label = f"restored ({params.sampler}-{params.steps} from t={params.t_start:g})"
-        _strip([("distorted", image), (label, as_u8["restored"]),
-                (f"noisy_1 (t={k1}/50)", as_u8["noisy_1"]), (f"noisy_2 (t={k2}/50)", as_u8["noisy_2"])],
-               written["strip"])
+        labels = ["distorted", f"restored ({params.sampler}-{params.steps} from t={params.t_start:g})",
+                  f"noisy_1 (t={k1}/50)", f"noisy_2 (t={k2}/50)"]
+        written = {kind: out_dir / f"{name}_{kind}.png" for kind in (*KINDS, "strip")}
+        # Noise seeded by the file name, so an image's result does not depend on its position.
+        bands = restore_bands(net, image, stable_key_id(path.name), params, device)
+        if one_window(image.shape[:2], params.tile):
+            as_u8 = next(bands)  # the whole image in one band: written as it always was
+            for kind in KINDS:
+                save_image(written[kind], as_u8[kind])
+            _strip(list(zip(labels, [image] + [as_u8[k] for k in KINDS])), written["strip"])
+        else:
+            _write_bands(bands, image, labels, written)
         seconds = time.perf_counter() - t0
         log.info("%s -> %s (%.2f s)", path, written["strip"], seconds)
         results.append({"source": str(path), **{k: str(v) for k, v in written.items()},
                         "size": list(image.shape[:2]), "seconds": round(seconds, 3)})
     return results
+
+
+# --- restoring one image window by window ------------------------------------------------
+KINDS = ("restored", "noisy_1", "noisy_2")
+NOISE_BLOCK = 64  # side of the pixel blocks that each draw their noise from their own generator
+
+
+def one_window(shape: tuple[int, int], tile: int) -> bool:
+    """Whether an image of ``shape`` (h, w) goes through the network whole (no tiling)."""
+    return not tile or (shape[0] <= tile and shape[1] <= tile)
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    """(3,h,w) float in [0,1]-ish -> (h,w,3) uint8, rounded as ``save_image`` rounds."""
+    return (np.clip(x, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def _block_seed(seed: int, key: int, stream: int, row: int, col: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(key), int(stream), int(row), int(col)]).generate_state(1)[0])
+
+
+class PositionNoise:
+    """Standard normal noise fixed by pixel position: the ``NOISE_BLOCK``² block (i, j) of an
+    (h, w) image draws from its own CPU generator seeded by (seed, key, stream, i, j). Two
+    overlapping windows therefore see the same noise on the pixels they share, at every draw
+    of their chains, so their results agree there up to the network's context (the blend
+    averages like states, not independent samples), and no window's noise depends on the
+    order or number of windows, or on the device."""
+
+    def __init__(self, seed: int, key: int, stream: int, shape: tuple[int, int], device="cpu"):
+        self.seed, self.key, self.stream = seed, key, stream
+        self.h, self.w = shape
+        self.device = torch.device(device)
+
+    def window(self, top: int, left: int, h: int, w: int):
+        """``draw()`` -> (1,3,h,w) noise of that window; its k-th call gives every block's k-th draw."""
+        b = NOISE_BLOCK
+        blocks = [(i, j) for i in range(top // b, (top + h - 1) // b + 1) for j in range(left // b, (left + w - 1) // b + 1)]
+        gens = [torch.Generator().manual_seed(_block_seed(self.seed, self.key, self.stream, i, j)) for i, j in blocks]
+
+        def draw() -> torch.Tensor:
+            out = torch.empty(1, 3, h, w)
+            for (i, j), g in zip(blocks, gens):
+                y, x = i * b, j * b
+                z = torch.randn(3, min(b, self.h - y), min(b, self.w - x), generator=g)
+                y0, y1, x0, x1 = max(y, top), min(y + b, self.h, top + h), max(x, left), min(x + b, self.w, left + w)
+                out[0, :, y0 - top:y1 - top, x0 - left:x1 - left] = z[:, y0 - y:y1 - y, x0 - x:x1 - x]
+            return out.to(self.device)
+
+        return draw
+
+
+def restore_window(net, window_u8: np.ndarray, draw, params: RestoreParams, device) -> torch.Tensor:
+    """The chain on one (3,h,w) uint8 window with noise ``draw`` -> final state (1,3,h,w) in
+    model space, unclamped (what ``sample_crops`` calls ``final``)."""
+    from diffiqa.diffusion.samplers import sample_chain, to_model_space
+
+    cond = to_model_space(torch.from_numpy(np.ascontiguousarray(window_u8)[None]).to(device=device, dtype=torch.float32)
+                          / 255.0)
+    final = None
+    for state in sample_chain(net, cond, params.steps, params.sampler, params.t_start, float(params.eta), draw=draw):
+        final = state.x
+    return final
+
+
+@torch.no_grad()
+def restore_bands(net, image: np.ndarray, key: int, params: RestoreParams, device):
+    """Restore an (H,W,3) uint8 image; yields {kind: (n,W,3) uint8} bands of finished rows,
+    top to bottom, for ``KINDS`` (restored, noisy_1, noisy_2).
+
+    An image that fits one window (``one_window``) is one band, exactly as ``sample_crops``
+    restores it. A larger one runs the whole chain on each ``params.tile`` window (positions
+    and linear blend weights of ``diffiqa.restore.TiledNet``, noise from ``PositionNoise``),
+    window row by window row; the final states are blended in a float band only one window
+    row (plus the overlap) tall, and rows no later window touches are finished (noisy states
+    = q(x_t | blended restoration) with position noise) and handed out as uint8. So besides
+    the uint8 input, memory is O(width x tile), not O(pixels): there is never a full-size
+    float copy.
+    """
+    from diffiqa.diffusion.samplers import noise_to, reference_time
+    from diffiqa.restore import REFERENCE_STEPS, TiledNet, sample_crops
+
+    if params.noisy_states != "restored":
+        raise ConfigError("diffiqa restore writes noisy_states='restored' only")
+    h, w = image.shape[:2]
+    if one_window((h, w), params.tile):
+        got = sample_crops(net, image.transpose(2, 0, 1)[None].copy(), [key], params, device)
+        yield {kind: _to_u8(got[kind][0]) for kind in KINDS}
+        return
+    device = torch.device(device)
+    tiler = TiledNet(net, params.tile)  # only for its window positions and blend weights
+    tops, lefts = tiler._starts(h), tiler._starts(w)
+    th, tw = min(params.tile, h), min(params.tile, w)
+    chain_noise = PositionNoise(params.seed, key, 0, (h, w), device)
+    kept_noise = [PositionNoise(params.seed, key, s, (h, w), device) for s in (1, 2)]
+    band_top = 0  # image row of the band's first row
+    acc = torch.zeros(3, 0, w, device=device)  # sum of weight x final state over windows, rows band_top...
+    weight = torch.zeros(0, w, device=device)
+    for r, top in enumerate(tops):
+        grow = top + th - (band_top + acc.shape[1])
+        if grow > 0:
+            acc = torch.cat([acc, torch.zeros(3, grow, w, device=device)], 1)
+            weight = torch.cat([weight, torch.zeros(grow, w, device=device)], 0)
+        wy = tiler._ramp(h, top, th, device)
+        for left in lefts:
+            window = image[top:top + th, left:left + tw].transpose(2, 0, 1)
+            final = restore_window(net, window, chain_noise.window(top, left, th, tw), params, device)
+            wt = wy[:, None] * tiler._ramp(w, left, tw, device)[None, :]
+            rows, cols = slice(top - band_top, top - band_top + th), slice(left, left + tw)
+            acc[:, rows, cols] += final[0].float() * wt
+            weight[rows, cols] += wt
+        done = tops[r + 1] if r + 1 < len(tops) else h  # rows above the next window row are final
+        n = done - band_top
+        final = (acc[:, :n] / weight[:n])[None]
+        restored = final.clamp(-1, 1)
+        band = {"restored": _to_u8(((final + 1.0) / 2.0).cpu().numpy()[0])}
+        for kind, k, noise in zip(KINDS[1:], params.keep_steps, kept_noise):
+            noisy = noise_to(restored, reference_time(k, REFERENCE_STEPS), noise.window(band_top, 0, n, w)())
+            band[kind] = _to_u8(((noisy + 1.0) / 2.0).cpu().numpy()[0])
+        yield band
+        acc, weight, band_top = acc[:, n:].clone(), weight[n:].clone(), done
+
+
+STRIP_BAND, STRIP_GAP = 18, 4  # label band height and gap between panels of the strip
+
+
+def _write_bands(bands, image: np.ndarray, labels: list[str], written: dict[str, Path]) -> None:
+    """Write the bands of ``restore_bands`` to the three outputs and the strip as they come
+    (``PngRowWriter``: nothing is held whole but the input); all files appear at the end."""
+    from PIL import ImageDraw
+
+    from diffiqa.png_stream import PngRowWriter
+
+    h, w = image.shape[:2]
+    width = 4 * w + 3 * STRIP_GAP
+    writers = {}
+    try:
+        for kind in KINDS:
+            writers[kind] = PngRowWriter(written[kind], w, h)
+        writers["strip"] = PngRowWriter(written["strip"], width, h + STRIP_BAND)
+        header = Image.new("RGB", (width, STRIP_BAND), (255, 255, 255))
+        draw = ImageDraw.Draw(header)
+        for i, label in enumerate(labels):
+            draw.text((i * (w + STRIP_GAP) + 3, 3), label, fill=(0, 0, 0))
+        writers["strip"].write(np.asarray(header))
+        row = 0
+        for band in bands:
+            n = len(band["restored"])
+            strip = np.full((n, width, 3), 255, np.uint8)
+            for i, panel in enumerate([image[row:row + n]] + [band[k] for k in KINDS]):
+                strip[:, i * (w + STRIP_GAP):i * (w + STRIP_GAP) + w] = panel
+            for kind in KINDS:
+                writers[kind].write(band[kind])
+            writers["strip"].write(strip)
+            row += n
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
