@@ -8,10 +8,14 @@ folder with ``--pairs`` (its held-out rows are used), or keep the same pristine 
 and ``heldout_images`` as its synth_pairs params.
 
 Usage:
-  python benchmarks/restore.py [--checkpoint models/restorer.pt] [--pairs DIR]
+  python benchmarks/restore.py [--checkpoint F] [--pairs DIR]
       [--train-minutes N] [--heldout-count 96] [--samplers ddpm-50,ddim-5,ddim-10,ddim-20]
       [--t-start 1.0[,0.3]] [--max-pairs N] [--threads 1] [--image-size 500]
       [--out outputs/bench_restore/result.json]
+
+``--checkpoint`` defaults to the project's restorer (``ProjectLayout(REPO).restorer``,
+models/restorer/restorer.pt) when it has been trained, else the packaged one; with
+``--train-minutes N`` and no ``--checkpoint`` a restorer is trained here instead.
 
 Throughput is measured on ``--threads`` threads (default 1): crops/s of the held-out crops,
 and seconds per ``--image-size``² image for the checkpoint's own chain (what the cache and
@@ -125,13 +129,25 @@ def seconds_per_image(net, cfg, size: int, repeats: int = 2) -> float:
     return best
 
 
+def default_checkpoint() -> Path:
+    """The project's trained restorer when there is one, else the packaged default (as
+    ``diffiqa restore`` picks it, but found from this repository, not the working directory)."""
+    from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER
+    from diffiqa.layout import ProjectLayout
+
+    own = ProjectLayout(REPO).restorer
+    return own if own.is_file() else PACKAGED_RESTORER
+
+
 def fmt(v, spec=".2f"):
     return "—" if v is None else format(v, spec)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=str(REPO / "models" / "restorer.pt"))
+    ap.add_argument("--checkpoint", default=None,
+                    help="restorer to evaluate (default: models/restorer/restorer.pt of this repository when trained, "
+                         "else the packaged one; with --train-minutes: none, train one here)")
     ap.add_argument("--pairs", help="a make_pairs folder whose held-out rows to use (else made from --pristine)")
     ap.add_argument("--pristine", help="pristine image folder (default ../shared/data/pristine)")
     ap.add_argument("--work", default=str(REPO / "outputs" / "bench_restore"), help="pairs/training work folder")
@@ -160,15 +176,17 @@ def main(argv=None) -> int:
     types = args.types.split(",") if args.types else [t for fam in FAMILIES.values() for t in fam]
     heldout_images = int(args.heldout_images) if args.heldout_images >= 1 else args.heldout_images
 
-    ckpt = Path(args.checkpoint)
+    # No --checkpoint: train one when asked to (--train-minutes), else the project's or the packaged restorer.
+    ckpt = Path(args.checkpoint) if args.checkpoint else (None if args.train_minutes > 0 else default_checkpoint())
+    train_here = ckpt is None or not ckpt.exists()
     pairs_dir = Path(args.pairs) if args.pairs else work / "pairs"
     if not args.pairs:
-        train_count = args.train_pairs if (not ckpt.exists() and args.train_minutes > 0) else 0
+        train_count = args.train_pairs if (train_here and args.train_minutes > 0) else 0
         make_pairs([find_pristine(args.pristine)], pairs_dir, crop_size=args.crop_size, types=types, levels=[1, 2, 3, 4, 5],
                    count=train_count, heldout_images=heldout_images, seed=args.seed, heldout_count=args.heldout_count,
                    progress=progress)
     trained = None
-    if not ckpt.exists():
+    if train_here:
         if args.train_minutes <= 0:
             sys.exit(f"benchmarks/restore.py: {ckpt}: no checkpoint; give --checkpoint or --train-minutes N")
         cfg = restorer_preset(args.profile)
