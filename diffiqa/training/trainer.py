@@ -30,6 +30,7 @@ same steps as one (up to float summation order; ``tests/test_distributed.py``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -52,6 +53,7 @@ from diffiqa.io_utils import atomic_path, write_text_atomic
 from diffiqa.prediction import mos_mapping
 from diffiqa.training.datasets import crops_by_row
 from diffiqa.training.features import can_cache_features, feature_store
+from diffiqa.training.head_gain import choose_head_gain
 from diffiqa.training.ridge import DEFAULT_ALPHAS, ridge_cv
 from diffiqa.training.sources import FeatureSource, PixelSource, take
 
@@ -80,6 +82,10 @@ class TrainParams:
     # heads on the stored features. Same model up to the storage rounding of the features.
     cache_features: bool = True
     feature_dtype: str = "float16"  # or "float32"
+    # Candidate gains g of the branches over the skip path (score = skip + g * branches), chosen
+    # by gain_folds-fold CV on the rows trained on (diffiqa.training.head_gain); () = the config's.
+    head_gains: tuple[float, ...] = ()
+    gain_folds: int = 2
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -90,6 +96,10 @@ class TrainParams:
             raise ConfigError("train.warmup and train.ema_decay must be in [0, 1)")
         if self.window < 0 or self.ridge_folds < 2:
             raise ConfigError("train.window must be >= 0 and train.ridge_folds >= 2")
+        self.head_gains = tuple(float(g) for g in self.head_gains)
+        if any(not g >= 0 for g in self.head_gains) or self.gain_folds < 2:
+            raise ConfigError(f"train.head_gains must be >= 0 and train.gain_folds >= 2, got {list(self.head_gains)}, "
+                              f"{self.gain_folds}")
         if self.feature_dtype not in ("float16", "float32"):
             raise ConfigError(f"train.feature_dtype must be float16 or float32, got {self.feature_dtype!r}")
 
@@ -155,6 +165,7 @@ class ResumeState:
         self.epoch, self.history = 0, []
         self.best = {"srcc": -math.inf, "epoch": -1, "val": None, "state": None, "bad_evals": 0}
         self.stopped_early = False
+        self.finished = False  # set by the loop: False when stop_after_epochs cut it
 
     def load(self, model, ema, optimizer, scheduler) -> bool:
         if not self.path.exists():
@@ -268,6 +279,61 @@ def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, par
     return True
 
 
+def _skip_and_branches(model, source, rows) -> tuple[np.ndarray, np.ndarray]:
+    """``(skip path, branches' part)`` of the scores of ``rows``: the score at gain 0 and the
+    difference to the score at gain 1."""
+    keep = model.head_gain
+    try:
+        model.head_gain = 0.0
+        skip = source.predict(model, rows)
+        model.head_gain = 1.0
+        return skip, source.predict(model, rows) - skip
+    finally:
+        model.head_gain = keep
+
+
+def _fit_model(cfg, params: TrainParams, cache, store, rows, quality, device, work_dir: Path, state_path: Path,
+               fingerprint: str, val, progress: bool, stop_after_epochs, label: str, ctx, train_heads: bool = True):
+    """Build the scorer for ``cfg``, set its skip path by ridge on ``rows``, train its branches
+    on ``rows`` (resumable through ``state_path``) -> ``(model, source, state, skip alpha)``;
+    the model is the weight average when there is one. ``train_heads=False``: no epochs (the
+    branches stay as built; with gain 0 they do not count)."""
+    torch.manual_seed(int(params.seed))  # the initial weights
+    model = build_scorer(cfg).to(device)
+    if params.cache_features and can_cache_features(model):
+        store = store or feature_store(cache, model, params.feature_dtype, work_dir=work_dir, progress=progress)
+        source = FeatureSource(store, cache, model, rows, quality[rows], params.seed, params.batch_size,
+                               params.window, device)
+        if val is not None:
+            store.ensure(model, np.concatenate(crops_by_row(cache, val[0])), device=device)
+    else:
+        source = PixelSource(cache, rows, quality[rows], params.seed, params.batch_size, device)
+
+    offsets, skip_alpha = None, None
+    if getattr(model, "skip", None) is not None:
+        skip = fit_skip(model, source, rows, quality[rows], params.ridge_folds, params.seed)
+        offsets, skip_alpha = skip["offsets"], skip["alpha"]
+    state = ResumeState(state_path, fingerprint)
+    state.finished = True
+    if not train_heads:
+        return model.eval(), source, state, skip_alpha
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    steps_per_epoch = math.ceil(len(rows) / params.batch_size)
+    total = params.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: _lr_factor(i, total, params.warmup))
+    ema = None
+    if params.ema_decay > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(params.ema_decay), use_buffers=True)
+    if state.load(model, ema, optimizer, scheduler):
+        log.info("%s: resuming after epoch %d", label, state.epoch)
+    state.finished = run_epochs(model, ema, source, optimizer, scheduler, state, params, val, offsets,
+                                progress, stop_after_epochs, label=label, ctx=ctx)
+    return (ema.module if ema is not None else model), source, state, skip_alpha
+
+
 def train_split(
     cache_path,
     index_df: pd.DataFrame,
@@ -293,7 +359,10 @@ def train_split(
     ``cache_path`` may also be an open cache; ``store``: a :class:`FeatureStore` to use instead
     of the per-process one (benchmarks fill one from features computed elsewhere).
     Returns ``{"split_id", "best_epoch", "val", "epochs_run", "stopped_early", "finished",
-    "history", "checkpoint", "skip_alpha"}``; ``finished`` is False only when ``stop_after_epochs`` cut it.
+    "history", "checkpoint", "skip_alpha", "head_gain"}``; ``finished`` is False only when ``stop_after_epochs``
+    cut it. With ``params.head_gains`` the branches' gain is first chosen by k-fold CV on the fit
+    rows (:mod:`diffiqa.training.head_gain`; each fold resumable like the main run), then the
+    model is trained on all of them and saved with that gain (0: skip path only, no epochs).
     """
     out_path, work_dir = Path(out_path), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -314,46 +383,47 @@ def train_split(
     fingerprint = _fingerprint(cfg=_config_dict(scorer_cfg), params=run_params, split_id=split_id,
                                train=train_rows.tolist(), val=val_rows.tolist(), cache=spec)
 
-    torch.manual_seed(int(params.seed))  # the initial weights
-    model = build_scorer(scorer_cfg).to(device)
-    if params.cache_features and can_cache_features(model):
-        store = store or feature_store(cache, model, params.feature_dtype, work_dir=work_dir, progress=progress)
-        source = FeatureSource(store, cache, model, fit_rows, quality[fit_rows], params.seed, params.batch_size,
-                               params.window, device)
-        if len(val_rows):
-            store.ensure(model, np.concatenate(crops_by_row(cache, val_rows)), device=device)
-    else:
-        source = PixelSource(cache, fit_rows, quality[fit_rows], params.seed, params.batch_size, device)
+    def fit(cfg, rows, state_path, val, stop=None, label="train", train_heads=True):
+        return _fit_model(cfg, params, cache, store, rows, quality, device, work_dir, state_path,
+                          _fingerprint(run=fingerprint, rows=np.asarray(rows).tolist(), cfg=_config_dict(cfg)),
+                          val, progress and ctx.is_main, stop, label, ctx, train_heads)
 
-    offsets, skip_alpha = None, None
-    if getattr(model, "skip", None) is not None:
-        skip = fit_skip(model, source, fit_rows, quality[fit_rows], params.ridge_folds, params.seed)
-        offsets, skip_alpha = skip["offsets"], skip["alpha"]
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    steps_per_epoch = math.ceil(len(fit_rows) / params.batch_size)
-    total = params.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: _lr_factor(i, total, params.warmup))
-    ema = None
-    if params.ema_decay > 0:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(params.ema_decay), use_buffers=True)
-    state = ResumeState(work_dir / f"split-{split_id}.last.pt", fingerprint)
-    if state.load(model, ema, optimizer, scheduler):
-        log.info("split %d: resuming after epoch %d", split_id, state.epoch)
-
+    if params.head_gains and not getattr(scorer_cfg, "skip", False):
+        raise ConfigError("train.head_gains needs a scorer with a skip path (scorer.skip: true)")
     val = (val_rows, quality[val_rows]) if len(val_rows) >= 4 else None
-    finished = run_epochs(model, ema, source, optimizer, scheduler, state, params, val, offsets,
-                          progress and ctx.is_main, stop_after_epochs, label=f"train split {split_id}", ctx=ctx)
+    gain = None
+    train_cfg = scorer_cfg
+    if params.head_gains:  # g by k-fold CV on the fit rows; the branches then train at gain 1
+        train_cfg = dataclasses.replace(scorer_cfg, head_gain=1.0)
+
+        def fit_predict(inner, held):
+            f = int(len(gain_parts))
+            model, source, _, _ = fit(train_cfg, inner, work_dir / f"split-{split_id}.gain-fold-{f}.last.pt", None,
+                                      label=f"split {split_id} gain fold {f}")
+            parts = _skip_and_branches(model, source, held)
+            gain_parts.append(parts)
+            return parts
+
+        gain_parts: list = []
+        choice = choose_head_gain(fit_rows, quality[fit_rows], params.head_gains, params.gain_folds,
+                                  params.seed + 1, fit_predict)
+        gain = choice["gain"]
+        log.info("split %d: head gain %s (held-out MSE %s)", split_id, gain, choice["errors"])
+    # g = 0: the branches would be multiplied by 0, so they are not trained (skip path only)
+    model, source, state, skip_alpha = fit(train_cfg, fit_rows, work_dir / f"split-{split_id}.last.pt", val,
+                                           stop_after_epochs, f"train split {split_id}", train_heads=gain != 0)
+    finished = state.finished
     if ctx.is_main:
         _write_curves(curves_path, state.history)
     if not finished:
         return {"split_id": split_id, "finished": False, "epochs_run": state.epoch, "history": state.history}
 
-    final = ema.module if ema is not None else model
+    final = model
+    if gain is not None:
+        scorer_cfg = dataclasses.replace(scorer_cfg, head_gain=gain)
+        final.head_gain = gain
     if params.refit or state.best["state"] is None:
-        best_epoch, val_metrics = state.epoch, (state.history[-1] if val else {})
+        best_epoch, val_metrics = state.epoch, (state.history[-1] if val and state.history else {})
         val_metrics = {"srcc": val_metrics.get("val_srcc"), "plcc": val_metrics.get("val_plcc")}
     else:
         final.load_state_dict(state.best["state"])
@@ -364,6 +434,8 @@ def train_split(
         "val": {k: (float("nan") if v is None else float(v)) for k, v in val_metrics.items()},
         "val_in_training": bool(params.refit),
         "skip_alpha": skip_alpha,
+        "head_gain": gain,
+        "head_gain_cv_mse": {str(g): e for g, e in choice["errors"].items()} if gain is not None else None,
         "mos_mapping": mos_mapping(index_df),
         "restorer_sha256": spec["restorer_sha256"],
         "restore": spec,
@@ -378,4 +450,4 @@ def train_split(
     log.info("split %d: %d epochs, skip alpha %s -> %s", split_id, state.epoch, skip_alpha, out_path)
     return {"split_id": int(split_id), "finished": True, "best_epoch": extra["best_epoch"], "val": extra["val"],
             "epochs_run": state.epoch, "stopped_early": state.stopped_early, "history": state.history,
-            "checkpoint": str(out_path), "skip_alpha": skip_alpha}
+            "checkpoint": str(out_path), "skip_alpha": skip_alpha, "head_gain": gain}
