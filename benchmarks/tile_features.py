@@ -66,13 +66,18 @@ def _tile_pixels(kind: str, index, root, tiles, cache, cache_pos):
 
 @torch.no_grad()
 def extract(index, root, tiles, backbone: str, kind: str, out: Path, cache=None, cache_pos=None,
-            block: int = 32, progress: bool = True) -> Path:
-    from diffiqa.scorer.backbones import build_backbone
+            block: int = 32, progress: bool = True, scale: float = 1.0) -> Path:
+    """Raw cell statistics (no signed log: ``benchmarks/accuracy.py`` applies it, as the
+    backbone does) of every tile, each downscaled by ``scale`` first (antialiased bilinear)."""
+    import torch.nn.functional as F
+
+    from diffiqa.scorer.backbones import build_backbone, cell_statistics
 
     path = out / f"{kind}_{backbone}.npy"
     if path.exists():
         return path
-    net = build_backbone(backbone, pretrained="pypi", out_indices=LEVELS, channels_last=True, cell_stats=True).eval()
+    net = build_backbone(backbone, pretrained="pypi", out_indices=LEVELS, channels_last=True, cell_stats=False).eval()
+    channels = [2 * c if spread else c for c, spread in zip(net.channels, net.spread)]
     partial = out / f"{kind}_{backbone}.partial.npy"
     done_file = out / f"{kind}_{backbone}.done.json"
     arr = None
@@ -84,7 +89,9 @@ def extract(index, root, tiles, backbone: str, kind: str, out: Path, cache=None,
                      desc=f"{kind} {backbone}", disable=not progress):
         if i < done:
             continue
-        f = torch.cat(net(x), dim=1)[0].numpy().astype(np.float16)
+        if scale != 1.0:
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        f = torch.cat(cell_statistics(net(x), net.spread), dim=1)[0].numpy().astype(np.float16)
         if arr is None:
             arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(tiles), *f.shape))
         arr[i] = f
@@ -97,7 +104,7 @@ def extract(index, root, tiles, backbone: str, kind: str, out: Path, cache=None,
     os.replace(partial, path)
     done_file.unlink(missing_ok=True)
     json_path = out / f"{backbone}.channels.json"
-    json_path.write_text(json.dumps({"levels": list(LEVELS), "channels": net.channels}))
+    json_path.write_text(json.dumps({"levels": list(LEVELS), "channels": channels, "scale": scale}))
     return path
 
 
@@ -110,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", default="distorted")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--tile", type=int, default=500)
+    ap.add_argument("--scale", type=float, default=1.0, help="downscale each tile by this factor first (0.5: a second scale)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -132,7 +140,7 @@ def main(argv=None) -> int:
     for kind in kinds:
         for bb in args.backbones.split(","):
             log.info("-> %s", extract(index, args.root, tiles, bb, kind, args.out, cache, cache_pos,
-                                     progress=not args.no_progress))
+                                     progress=not args.no_progress, scale=args.scale))
     return 0
 
 
