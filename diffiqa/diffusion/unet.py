@@ -111,10 +111,9 @@ class ResBlock(nn.Module):
         )
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         if cfg.norm == "none":
-            # Without normalisation the residual branches add up their variance with depth and
-            # the net collapsed to a constant output (measured: a 600-step run predicted a
-            # residual of std 0.002 against a target of 0.13). Starting each branch at zero
-            # (SkipInit/Fixup) makes every block the identity at first, so depth does not blow up.
+            # Without normalisation the residual branches add up their variance with depth.
+            # Starting each branch at zero (SkipInit/Fixup) makes every block the identity at
+            # first, so the activations keep their scale however deep the net is.
             nn.init.zeros_(self.block2[-1].weight)
             nn.init.zeros_(self.block2[-1].bias)
 
