@@ -50,7 +50,7 @@ from diffiqa import metrics  # noqa: E402
 from diffiqa.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
 from diffiqa.scorer import DualBranchScorer, scorer_preset  # noqa: E402
 from diffiqa.training.features import FeatureStore  # noqa: E402
-from diffiqa.training.ridge import ridge_cv  # noqa: E402
+from diffiqa.training.ridge import ridge_blocks  # noqa: E402
 from diffiqa.training.trainer import TrainParams, train_split  # noqa: E402
 
 log = logging.getLogger("benchmarks.accuracy")
@@ -67,11 +67,15 @@ MODEL_ROWS = {  # row -> (ScorerConfig overrides on the cpu preset, description)
 BASELINE_ROWS = {
     "lite0_ridge": ("lite0",), "lite1_ridge": ("lite1",), "lite2_ridge": ("lite2",),
     "lite02_ridge": ("lite0", "lite2"), "lite012_ridge": ("lite0", "lite1", "lite2"),
+    "lite012_ridge_avg": ("lite0", "lite1", "lite2"), "lite012_ridge_auto": ("lite0", "lite1", "lite2"),
 }
+BASELINE_MODE = {"lite012_ridge_avg": "average", "lite012_ridge_auto": "auto"}  # else concat
+MODE_WHAT = {"concat": "ridge", "average": "mean of one ridge per backbone",
+             "auto": "ridge or mean of one ridge per backbone, the lower 5-fold CV error"}
 CLASSICAL_ROWS = {"brisque_krr": "BRISQUE-style 36 NSS features (whole image); RBF kernel ridge, alpha and width "
                                   "by 5-fold CV on train+val"}
 BASELINE_WHAT = ("frozen {names}: levels 1-4 + 1280-d head, mean+std per 32-px cell, mean+std over the grid, "
-                 "whole image; ridge, alpha by 5-fold CV on train+val")
+                 "whole image; {how}, alpha by 5-fold CV on train+val")
 
 
 class TileCache:
@@ -149,15 +153,21 @@ def split_metrics(k, pred, mos, **extra) -> dict:
 
 def run_baseline(name, args, index, splits, tiles) -> dict:
     names = BASELINE_ROWS[name]
-    X = pooled(args.tiles, tiles, len(index), [LITE[n] for n in names])
+    mode = BASELINE_MODE.get(name, "concat")
+    parts = [pooled(args.tiles, tiles, len(index), [LITE[n]]) for n in names]
+    X = np.concatenate(parts, axis=1)
+    ends = np.cumsum([p.shape[1] for p in parts])
+    blocks = [np.arange(e - p.shape[1], e) for e, p in zip(ends, parts)]
     q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
     per_split = []
     for k, s in enumerate(splits):
         fit_rows = np.asarray(s["train"] + s["val"], dtype=np.int64)
         test = np.asarray(s["test"], dtype=np.int64)
-        fit = ridge_cv(X[fit_rows], q[fit_rows], folds=5, seed=0)
-        per_split.append(split_metrics(k, fit.predict(X[test]), mos[test], alpha=fit.alpha))
-    return {"per_split": per_split, "what": BASELINE_WHAT.format(names=" + ".join(n.capitalize() for n in names)),
+        fit = ridge_blocks(X[fit_rows], q[fit_rows], blocks, folds=5, seed=0, mode=mode)
+        averaged = len(fit.cv_mse) == 1 and len(fit.alphas) > 1
+        per_split.append(split_metrics(k, fit.predict(X[test]), mos[test], alpha=fit.alpha, averaged=averaged))
+    return {"per_split": per_split, "what": BASELINE_WHAT.format(names=" + ".join(n.capitalize() for n in names),
+                                                                 how=MODE_WHAT[mode]),
             "n_features": int(X.shape[1])}
 
 

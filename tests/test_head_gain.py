@@ -125,3 +125,35 @@ def test_gain_chosen_by_folds_is_the_saved_one(tiny_data, tmp_path):
     assert (tmp_path / "w" / "split-0.gain-fold-1.last.pt").is_file()  # each fold resumable
     with pytest.raises(ConfigError, match="head_gains"):
         _params(head_gains=(-0.5,))
+
+
+def test_averaged_ridge_is_one_linear_model_and_auto_takes_the_lower_cv_error():
+    from diffiqa.training.ridge import ridge_blocks, ridge_cv
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 30))
+    y = X[:, 0] - X[:, 20] + 0.3 * rng.normal(size=80)
+    blocks = [np.arange(0, 10), np.arange(10, 30)]
+    avg = ridge_blocks(X, y, blocks, folds=4, seed=0, mode="average")
+    parts = [ridge_cv(X[:, b], y, folds=4, seed=0) for b in blocks]
+    assert np.allclose(avg.predict(X), np.mean([f.predict(X[:, b]) for f, b in zip(parts, blocks)], axis=0))
+    assert np.allclose(avg.oof, np.mean([f.oof for f in parts], axis=0))
+    concat = ridge_blocks(X, y, blocks, folds=4, seed=0, mode="concat")
+    auto = ridge_blocks(X, y, blocks, folds=4, seed=0, mode="auto")
+    best = avg if avg.cv_mse.min() < concat.cv_mse.min() else concat
+    assert np.allclose(auto.predict(X), best.predict(X))
+    # here each block holds half the signal: averaging halves it, so the concatenation wins
+    assert auto.cv_mse.min() == concat.cv_mse.min() < avg.cv_mse.min()
+
+
+def test_skip_blocks_are_the_columns_of_each_skip_backbone():
+    cfg = TinyScorerConfig(share_backbone=False, skip_kinds=("distorted", "restored"),
+                           skip_backbones=(LITE0, LITE1), skip_out_indices=(1, 2, 3, 4, 5))
+    model = TinyScorer(cfg)
+    blocks = model.skip_blocks()
+    width = model.skip.linear.in_features
+    assert len(blocks) == 2 and sorted(np.concatenate(blocks).tolist()) == list(range(width))
+    lite0 = 2 * sum(model.backbones["vcg"].channels)  # mean + std of every level, per kind
+    assert len(blocks[0]) == 2 * lite0 and blocks[0][:lite0].tolist() == list(range(lite0))
+    with pytest.raises(ConfigError, match="skip_fit"):
+        _params(skip_fit="stack")

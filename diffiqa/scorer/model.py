@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -269,6 +270,18 @@ class DualBranchScorer(nn.Module):
 
         d = pooled("distorted")
         return torch.cat([d if kind == "distorted" else d - pooled(kind) for kind in self.skip_kinds], dim=1)
+
+    def skip_blocks(self) -> list[np.ndarray]:
+        """Columns of :meth:`pooled_features` per skip backbone (all kinds): the blocks of an
+        averaged ridge fit (``diffiqa.training.ridge.ridge_blocks``)."""
+        widths = [2 * sum(self.backbones[key].channels[i] for i in pos) for key, pos in self._skip_source]
+        cols = [[] for _ in widths]
+        start = 0
+        for _ in self.skip_kinds:
+            for j, w in enumerate(widths):
+                cols[j].append(np.arange(start, start + w))
+                start += w
+        return [np.concatenate(c) for c in cols]
 
     def forward_features(self, feats: dict[str, dict[str, list[torch.Tensor]]],
                          skip_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -54,7 +54,7 @@ from diffiqa.prediction import mos_mapping
 from diffiqa.training.datasets import crops_by_row
 from diffiqa.training.features import can_cache_features, feature_store
 from diffiqa.training.head_gain import choose_head_gain
-from diffiqa.training.ridge import DEFAULT_ALPHAS, ridge_cv
+from diffiqa.training.ridge import DEFAULT_ALPHAS, SKIP_FITS, ridge_blocks
 from diffiqa.training.sources import FeatureSource, PixelSource, take
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class TrainParams:
     # by gain_folds-fold CV on the rows trained on (diffiqa.training.head_gain); () = the config's.
     head_gains: tuple[float, ...] = ()
     gain_folds: int = 2
+    # The skip path's ridge: "concat" (all pooled features), "average" (mean of one fit per skip
+    # backbone) or "auto" (the lower k-fold error of the two on the fit rows)
+    skip_fit: str = "concat"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -100,6 +103,8 @@ class TrainParams:
         if any(not g >= 0 for g in self.head_gains) or self.gain_folds < 2:
             raise ConfigError(f"train.head_gains must be >= 0 and train.gain_folds >= 2, got {list(self.head_gains)}, "
                               f"{self.gain_folds}")
+        if self.skip_fit not in SKIP_FITS:
+            raise ConfigError(f"train.skip_fit must be one of {list(SKIP_FITS)}, got {self.skip_fit!r}")
         if self.feature_dtype not in ("float16", "float32"):
             raise ConfigError(f"train.feature_dtype must be float16 or float32, got {self.feature_dtype!r}")
 
@@ -203,18 +208,22 @@ def _val_metrics(source, model, rows, quality) -> dict:
         return {"srcc": float("nan"), "plcc": float("nan")}
 
 
-def fit_skip(model, source, rows, quality, folds: int, seed: int) -> dict[int, float]:
+def fit_skip(model, source, rows, quality, folds: int, seed: int, mode: str = "concat") -> dict[int, float]:
     """Set ``model.skip`` to k-fold-CV ridge on the pooled features of ``rows``; freeze it.
+    ``mode``: one fit on all features, the mean of one per skip backbone, or the better of the
+    two by k-fold error (:func:`diffiqa.training.ridge.ridge_blocks`).
 
     Returns ``{row: out-of-fold ridge prediction}`` (the offsets the branches train on).
     """
     X = source.pooled(model, rows)
-    fit = ridge_cv(X, quality, DEFAULT_ALPHAS, folds=folds, seed=seed)
+    fit = ridge_blocks(X, quality, model.skip_blocks() if mode != "concat" else None, DEFAULT_ALPHAS, folds, seed,
+                       mode)
     model.skip.set_ridge(fit)
     model.skip.requires_grad_(False)
     log.info("skip path: ridge on %d pooled features of %d images, alpha %.3g (k=%d CV)", X.shape[1], len(rows),
              fit.alpha, folds)
-    return {"alpha": fit.alpha, "offsets": {int(r): float(o) for r, o in zip(rows, fit.oof)}}
+    averaged = len(fit.cv_mse) == 1 and len(fit.alphas) > 1
+    return {"alpha": list(fit.alphas) if averaged else fit.alpha, "offsets": {int(r): float(o) for r, o in zip(rows, fit.oof)}}
 
 
 def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, params: TrainParams, val, offsets,
@@ -311,7 +320,7 @@ def _fit_model(cfg, params: TrainParams, cache, store, rows, quality, device, wo
 
     offsets, skip_alpha = None, None
     if getattr(model, "skip", None) is not None:
-        skip = fit_skip(model, source, rows, quality[rows], params.ridge_folds, params.seed)
+        skip = fit_skip(model, source, rows, quality[rows], params.ridge_folds, params.seed, params.skip_fit)
         offsets, skip_alpha = skip["offsets"], skip["alpha"]
     state = ResumeState(state_path, fingerprint)
     state.finished = True
