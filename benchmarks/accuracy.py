@@ -72,6 +72,9 @@ BASELINE_ROWS = {
 BASELINE_MODE = {"lite012_ridge_avg": "average", "lite012_ridge_auto": "auto"}  # else concat
 MODE_WHAT = {"concat": "ridge", "average": "mean of one ridge per backbone",
              "auto": "ridge or mean of one ridge per backbone, the lower 5-fold CV error"}
+KRR_ROWS = {"lite012_krr": ("lite0", "lite1", "lite2")}
+KRR_WHAT = ("frozen {names}: the pooled features of the ridge rows, standardised; RBF kernel ridge, width (x 1/p) "
+            "and alpha by 5-fold CV on train+val")
 CLASSICAL_ROWS = {"brisque_krr": "BRISQUE-style 36 NSS features (whole image); RBF kernel ridge, alpha and width "
                                   "by 5-fold CV on train+val"}
 BASELINE_WHAT = ("frozen {names}: levels 1-4 + 1280-d head, mean+std per 32-px cell, mean+std over the grid, "
@@ -171,6 +174,46 @@ def run_baseline(name, args, index, splits, tiles) -> dict:
             "n_features": int(X.shape[1])}
 
 
+def krr_fit_predict(X, q, fit_rows, test, gammas=(0.25, 0.5, 1.0, 2.0, 4.0),
+                    alphas=tuple(np.logspace(-3, 1, 9)), folds=5):
+    """RBF kernel ridge on features standardised on ``fit_rows``: k(x, z) = exp(-g |x - z|² / p),
+    (g, alpha) by k-fold CV on ``fit_rows`` -> (test predictions, g, alpha)."""
+    from diffiqa.training.ridge import fold_ids
+
+    mu, sd = X[fit_rows].mean(0), X[fit_rows].std(0)
+    Z = (X - mu) / np.where(sd > 1e-12, sd, 1.0)
+    sq = (Z ** 2).sum(1)
+    D = np.maximum(sq[:, None] + sq[None, :] - 2 * Z @ Z.T, 0) / X.shape[1]
+    fid, best = fold_ids(len(fit_rows), folds, 0), None
+    for g in gammas:
+        K = np.exp(-g * D)
+        for a in alphas:
+            err = 0.0
+            for f in range(folds):
+                tr, va = fit_rows[fid != f], fit_rows[fid == f]
+                c = np.linalg.solve(K[np.ix_(tr, tr)] + a * np.eye(len(tr)), q[tr] - q[tr].mean())
+                err += float(((K[np.ix_(va, tr)] @ c + q[tr].mean() - q[va]) ** 2).sum())
+            if best is None or err < best[0]:
+                best = (err, g, a)
+    K = np.exp(-best[1] * D)
+    c = np.linalg.solve(K[np.ix_(fit_rows, fit_rows)] + best[2] * np.eye(len(fit_rows)), q[fit_rows] - q[fit_rows].mean())
+    return K[np.ix_(test, fit_rows)] @ c + q[fit_rows].mean(), best[1], best[2]
+
+
+def run_krr(name, args, index, splits, tiles) -> dict:
+    names = KRR_ROWS[name]
+    X = pooled(args.tiles, tiles, len(index), [LITE[n] for n in names])
+    q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
+    per_split = []
+    for k, s in enumerate(splits):
+        fit_rows = np.asarray(s["train"] + s["val"], dtype=np.int64)
+        test = np.asarray(s["test"], dtype=np.int64)
+        pred, g, a = krr_fit_predict(X, q, fit_rows, test)
+        per_split.append(split_metrics(k, pred, mos[test], gamma=g, alpha=a))
+    return {"per_split": per_split, "what": KRR_WHAT.format(names=" + ".join(n.capitalize() for n in names)),
+            "n_features": int(X.shape[1])}
+
+
 def run_classical(name, args, index, splits) -> dict:
     """BRISQUE-style NSS features + RBF kernel ridge, (alpha, width) by k-fold CV on train+val."""
     import baselines
@@ -250,7 +293,7 @@ def tables(results: dict, header: list[str]) -> str:
     for name, r in results.items():
         s, p = r["srcc"], r["plcc"]
         lines.append(f"| {name} | {r['what']} | {s['mean']:.3f} ± {s['std']:.3f} | {p['mean']:.3f} ± {p['std']:.3f} | {r['wall_s']:.0f} |")
-    baselines = [n for n in results if results[n].get("base", n) in BASELINE_ROWS or results[n].get("base", n) in CLASSICAL_ROWS]
+    baselines = [n for n in results if results[n].get("base", n) in {**BASELINE_ROWS, **KRR_ROWS, **CLASSICAL_ROWS}]
     models = [n for n in results if results[n].get("base", n) in MODEL_ROWS]
     if baselines and models:
         best = max(baselines, key=lambda n: results[n]["srcc"]["mean"])
@@ -299,6 +342,8 @@ def main(argv=None) -> int:
         t0 = time.time()
         if name in BASELINE_ROWS:
             r = run_baseline(name, args, index, splits, tiles)
+        elif name in KRR_ROWS:
+            r = run_krr(name, args, index, splits, tiles)
         elif name in CLASSICAL_ROWS:
             r = run_classical(name, args, index, splits)
         else:
