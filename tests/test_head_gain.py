@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_training import TinyScorer, TinyScorerConfig, _params, make_split, tiny_data  # noqa: F401
+from tests.test_training import TinyScorer, TinyScorerConfig, _params, make_split, tiny_data  # noqa: F401
 
 from diffiqa.errors import ConfigError
 from diffiqa.training.head_gain import choose_head_gain, gain_errors, pick_gain
