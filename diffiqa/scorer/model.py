@@ -1,7 +1,7 @@
 """The dual-branch scorer: VCG (transformer features) + VDA (CNN feature differences).
 
 ``DualBranchScorer(cfg).forward(distorted, restored, noisy_1, noisy_2) -> (N,)``, each input
-``(N,3,S,S) float in [0,1]``; the score is ``skip + g_vcg * VCG + g_vda * VDA``
+``(N,3,S,S) float in [0,1]``; the score is ``skip + head_gain * (g_vcg * VCG + g_vda * VDA)``
 (``forward_branches`` returns the parts).
 With frozen backbones the features can be computed once and cached:
 ``forward_features(model.encode(images_by_kind))`` equals ``forward(...)``.
@@ -10,9 +10,13 @@ Small-data parts (the ``cpu`` and ``demo`` presets, for hundreds of images):
 - ``cell_stats``: backbones return per-cell mean/std of every level on the coarsest grid
   (``diffiqa.scorer.backbones.cell_statistics``); whole images fit in a feature cache.
 - ``skip``: a pooled linear path, ``Linear(standardise(mean and std over the grid of every
-  level: of the distorted image, and of distorted − k for the other kinds k in skip_kinds))``. Training sets it to ridge regression with k-fold CV
+  level: of the distorted image, and of distorted − k for the other kinds k in skip_kinds))``;
+  ``skip_backbones`` names the backbones it pools (the ``cpu`` preset: Lite0 + Lite1 + Lite2,
+  the strongest linear baseline). Training sets it to ridge regression with k-fold CV
   (``diffiqa.training.ridge``) and trains the branches on what it leaves, so the model
   starts as the linear probe and the branches (zero-initialised heads) add to it.
+- ``head_gain``: how much of the branches counts, chosen by k-fold CV at training time
+  (``diffiqa.training.head_gain``); 0 = the skip path exactly.
 - ``fusion="learned"``: a learned gain per branch instead of a plain sum.
 """
 
@@ -255,8 +259,8 @@ class DualBranchScorer(nn.Module):
 
     def pooled_features(self, feats: dict[str, dict[str, list[torch.Tensor]]]) -> torch.Tensor:
         """The skip path's input -> ``(N, skip width)``: mean and std over the grid of every
-        level of the skip path's backbones (``skip_backbones``; by default every backbone), for the distorted image and, for each other kind of
-        ``skip_kinds``, the *difference* distorted − that kind (what restoration changed: on
+        level of the skip path's backbones (``skip_backbones``; by default every backbone), for
+        the distorted image and, for each other kind of ``skip_kinds``, the *difference* distorted − that kind (what restoration changed: on
         the demo, ridge on [d, d − r] beats ridge on [d, r] by 0.24 SRCC — the difference is
         small next to the content variance, so standardised separate columns hide it)."""
 
