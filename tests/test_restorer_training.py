@@ -238,3 +238,25 @@ def test_checkpoints_without_a_recorded_chain_get_the_legacy_one(tmp_path):
     assert load_restorer(tmp_path / "old.pt")[1].sampler == LEGACY_CHAIN
     assert load_restorer(tmp_path / "r.pt")[1].sampler == cfg.sampler
     assert PACKAGED_RESTORER.is_file()
+
+
+def test_spike_guard_skips_isolated_spikes_only():
+    from diffiqa.diffusion.training import SPIKE_WINDOW, spiked
+
+    calm = [0.01] * SPIKE_WINDOW
+    assert not spiked(0.5, calm[:-1], 20.0)            # no full window yet
+    assert spiked(0.5, calm, 20.0) and not spiked(0.15, calm, 20.0)
+    assert spiked(float("nan"), calm, 20.0)
+    assert not spiked(0.5, calm, 0.0)                  # off
+    risen = [0.01] * (SPIKE_WINDOW // 2 - 1) + [0.5] * (SPIKE_WINDOW // 2 + 1)
+    assert not spiked(0.5, risen, 20.0)                # a lasting rise is not a spike
+
+
+def test_spike_guard_is_validated():
+    import pytest
+
+    from diffiqa.diffusion.checkpoint import RestorerConfig
+    from diffiqa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spike_guard"):
+        RestorerConfig(spike_guard=0.5)

@@ -58,7 +58,9 @@ class RestorerConfig:
     state), the pristine crop (SR3's training), or, for the share ``mixed_start``, a random
     point between them (a chain's later states, whose x0 estimate is partly restored).
     rotate: random multiples of 90° besides the horizontal flips. grad_clip: > 0 clips the
-    gradient's global norm to it (a net without normalisation layers spikes otherwise). init: "" (random weights),
+    gradient's global norm to it. spike_guard: > 0 skips the update of a step whose loss exceeds
+    this multiple of the median of the previous 50 (a net without normalisation layers met one
+    batch with a loss 10^4 x the usual and never recovered from its update). init: "" (random weights),
     a restorer checkpoint path, or "packaged" (the shipped default restorer) to start from;
     its network shape must match ``unet``. sampler: the chain this restorer is meant to run
     (recorded in the checkpoint; ``diffiqa restore`` uses it by default).
@@ -80,12 +82,15 @@ class RestorerConfig:
     mixed_start: float = 0.0
     rotate: bool = False
     grad_clip: float = 0.0
+    spike_guard: float = 0.0
     init: str = ""
     sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings())
 
     def __post_init__(self):
         if not 0.0 < self.t_max <= 1.0:
             raise ConfigError(f"t_max={self.t_max}: must be in (0, 1]")
+        if self.spike_guard < 0 or (0 < self.spike_guard <= 1):
+            raise ConfigError(f"spike_guard={self.spike_guard}: 0 (off) or a multiple > 1 of the recent median loss")
         for name in ("full_range_share", "distorted_start", "mixed_start"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1]")

@@ -83,6 +83,19 @@ def diffusion_loss(net, x0: torch.Tensor, cond: torch.Tensor, loss: str = "l1", 
     return F.l1_loss(out, target) if loss == "l1" else F.mse_loss(out, target)
 
 
+SPIKE_WINDOW = 50
+
+
+def spiked(value: float, recent: list[float], guard: float) -> bool:
+    """True when ``guard`` > 0, a full window of previous losses exists and ``value`` is
+    over ``guard`` times their median (or not finite): that step's update is skipped.
+    ``recent`` holds every logged loss, skipped ones too, so a lasting rise (over half the
+    window) stops being skipped: the guard drops isolated spikes, it does not freeze a run."""
+    if guard <= 0 or len(recent) < SPIKE_WINDOW:
+        return False
+    return not np.isfinite(value) or value > guard * float(np.median(recent))
+
+
 def _ema_with_warmup(decay: float):
     """EMA update with decay min(decay, (1+n)/(10+n)) after n updates: a short (time-boxed)
     CPU run is not stuck near its first weights, as a fixed 0.999 would leave it."""
@@ -277,7 +290,10 @@ def train_restorer(
     recent: list[float] = []
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or not ddp.is_main, desc="restorer", unit="step")
-    step, stopped_early = start, False
+    step, stopped_early, skipped = start, False, 0
+    if start and csv_path.exists():  # the guard's window, as an uninterrupted run would have it
+        with open(csv_path, newline="") as f:
+            recent = [float(r["loss"]) for r in csv.DictReader(f)][-SPIKE_WINDOW:]
     for step in range(start + 1, cfg.steps + 1):
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
         cond, x0 = crop_batch(distorted, pristine, cfg.crop_size, cfg.batch_size, gen, rotate=cfg.rotate)
@@ -286,16 +302,21 @@ def train_restorer(
             train_net, x0.to(device), cond.to(device), cfg.loss, generator=gen, rows=ddp.rows(cfg.batch_size), t_max=cfg.t_max,
                               full_range_share=cfg.full_range_share, distorted_start=cfg.distorted_start,
                               mixed_start=cfg.mixed_start)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema.update_parameters(net)
-        value = distributed.all_reduce_mean(loss.item(), ddp)
+        value = distributed.all_reduce_mean(loss.item(), ddp)  # the same on every rank: all skip or none
+        if spiked(value, recent, cfg.spike_guard):
+            skipped += 1
+            log.warning("step %d: loss %.3g is over %g x the median of the last %d steps; update skipped",
+                        step, value, cfg.spike_guard, len(recent))
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            if ema is not None:
+                ema.update_parameters(net)
         pending.append((step, value))
-        recent = (recent + [value])[-50:]
+        recent = (recent + [value])[-SPIKE_WINDOW:]
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}")
         stopped_early = distributed.any_rank(
@@ -312,7 +333,7 @@ def train_restorer(
     bar.close()
     seconds = time.perf_counter() - t0
     final = ema.module if ema is not None else net
-    extra = {"steps": int(step), "final_loss": float(np.mean(recent)) if recent else None,
+    extra = {"steps": int(step), "final_loss": float(np.mean(recent)) if recent else None, "skipped_updates": skipped,
              "ema": ema is not None, "parameters": n_params, "init": cfg.init,
              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(provenance or {})}
     if ddp.is_main:
