@@ -95,3 +95,37 @@ def test_skip_path_is_the_ridge_fit_and_zero_heads_add_nothing():
     assert torch.allclose(out["score"], out["skip"])  # zero-initialised heads: the model is the probe
     offset = torch.full((6,), 0.5)
     assert torch.allclose(model.forward_features(feats, skip_offset=offset)["score"], offset)
+
+
+def test_grouped_folds_keep_each_content_in_one_fold():
+    from diffiqa.training.ridge import fold_ids
+
+    groups = np.repeat(np.array(["a", "b", "c", "d", "e", "f"]), 4)
+    fid = fold_ids(len(groups), 3, seed=0, groups=groups)
+    for g in np.unique(groups):
+        assert len(set(fid[groups == g])) == 1
+    assert sorted(np.bincount(fid)) == [8, 8, 8]
+    unique = np.arange(10).astype(str)  # one row per content: the ungrouped folds, unchanged
+    assert (fold_ids(10, 5, 3, groups=unique) == fold_ids(10, 5, 3)).all()
+    with pytest.raises(ValueError, match="groups"):
+        fold_ids(8, 5, 0, groups=np.repeat(["a", "b"], 4))
+
+
+def test_grouped_cv_error_is_measured_on_unseen_contents():
+    # Each content adds its own offset to the target and the features carry a content
+    # fingerprint: random folds see every content in training and report a tiny error (the
+    # fit memorises the offsets); grouped folds report the error on unseen contents.
+    from diffiqa.training.ridge import ridge_cv
+
+    rng = np.random.default_rng(0)
+    n_content, per = 12, 8
+    content = np.repeat(np.arange(n_content), per)
+    fingerprint = rng.normal(size=(n_content, 40))[content]
+    signal = rng.normal(size=(len(content), 1))
+    X = np.hstack([signal + 0.1 * rng.normal(size=signal.shape), fingerprint])
+    offset = rng.normal(size=n_content)
+    y = signal[:, 0] + offset[content]
+    free = ridge_cv(X, y, folds=4, seed=0)
+    grouped = ridge_cv(X, y, folds=4, seed=0, groups=content)
+    assert free.cv_mse.min() < 0.1 * offset.var()        # optimistic: the offsets were memorised
+    assert grouped.cv_mse.min() > 0.5 * offset.var()     # honest: unseen offsets cannot be predicted
