@@ -35,9 +35,8 @@ def pick_gain(errors: dict[float, float]) -> float:
 
 
 def choose_head_gain(rows: np.ndarray, target: np.ndarray, gains: Sequence[float], folds: int, seed: int,
-                     fit_predict: FitPredict, groups=None) -> dict:
-    """k-fold choice of ``g`` among ``gains`` on ``rows`` (``target``: their quality; ``groups``:
-    their contents, which share a fold, :func:`diffiqa.training.ridge.fold_ids`).
+                     fit_predict: FitPredict) -> dict:
+    """k-fold choice of ``g`` among ``gains`` on ``rows`` (``target``: their quality).
 
     -> ``{"gain", "errors": {g: held-out MSE}, "skip", "branches"}`` (held-out predictions in
     ``rows`` order). One candidate: no folds are trained.
@@ -49,7 +48,7 @@ def choose_head_gain(rows: np.ndarray, target: np.ndarray, gains: Sequence[float
     target = np.asarray(target, np.float64)
     if len(gains) == 1:
         return {"gain": gains[0], "errors": {}, "skip": None, "branches": None}
-    fid = fold_ids(len(rows), folds, seed, groups)
+    fid = fold_ids(len(rows), folds, seed)
     skip, branches = np.zeros(len(rows)), np.zeros(len(rows))
     for f in range(folds):
         held = fid == f

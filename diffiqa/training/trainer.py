@@ -208,17 +208,16 @@ def _val_metrics(source, model, rows, quality) -> dict:
         return {"srcc": float("nan"), "plcc": float("nan")}
 
 
-def fit_skip(model, source, rows, quality, folds: int, seed: int, mode: str = "concat", groups=None) -> dict[int, float]:
+def fit_skip(model, source, rows, quality, folds: int, seed: int, mode: str = "concat") -> dict[int, float]:
     """Set ``model.skip`` to k-fold-CV ridge on the pooled features of ``rows``; freeze it.
     ``mode``: one fit on all features, the mean of one per skip backbone, or the better of the
-    two by k-fold error (:func:`diffiqa.training.ridge.ridge_blocks`). ``groups``: the content
-    (source photograph) of each row; rows of one content share a CV fold.
+    two by k-fold error (:func:`diffiqa.training.ridge.ridge_blocks`).
 
     Returns ``{row: out-of-fold ridge prediction}`` (the offsets the branches train on).
     """
     X = source.pooled(model, rows)
     fit = ridge_blocks(X, quality, model.skip_blocks() if mode != "concat" else None, DEFAULT_ALPHAS, folds, seed,
-                       mode, groups)
+                       mode)
     model.skip.set_ridge(fit)
     model.skip.requires_grad_(False)
     log.info("skip path: ridge on %d pooled features of %d images, alpha %.3g (k=%d CV)", X.shape[1], len(rows),
@@ -303,8 +302,7 @@ def _skip_and_branches(model, source, rows) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_model(cfg, params: TrainParams, cache, store, rows, quality, device, work_dir: Path, state_path: Path,
-               fingerprint: str, val, progress: bool, stop_after_epochs, label: str, ctx, train_heads: bool = True,
-               content=None):
+               fingerprint: str, val, progress: bool, stop_after_epochs, label: str, ctx, train_heads: bool = True):
     """Build the scorer for ``cfg``, set its skip path by ridge on ``rows``, train its branches
     on ``rows`` (resumable through ``state_path``) -> ``(model, source, state, skip alpha)``;
     the model is the weight average when there is one. ``train_heads=False``: no epochs (the
@@ -322,8 +320,7 @@ def _fit_model(cfg, params: TrainParams, cache, store, rows, quality, device, wo
 
     offsets, skip_alpha = None, None
     if getattr(model, "skip", None) is not None:
-        skip = fit_skip(model, source, rows, quality[rows], params.ridge_folds, params.seed, params.skip_fit,
-                        None if content is None else content[rows])
+        skip = fit_skip(model, source, rows, quality[rows], params.ridge_folds, params.seed, params.skip_fit)
         offsets, skip_alpha = skip["offsets"], skip["alpha"]
     state = ResumeState(state_path, fingerprint)
     state.finished = True
@@ -389,8 +386,6 @@ def train_split(
                           f"(has {len(train_rows)} train, {len(val_rows)} val)")
     fit_rows = np.concatenate([train_rows, val_rows]) if params.refit else train_rows
     quality = index_df["quality"].to_numpy(np.float32)
-    # CV folds on the fit rows keep each content (source photograph) in one fold, as the splits do
-    content = index_df["content"].astype(str).to_numpy() if "content" in index_df else None
     spec = cache.spec.to_attrs()
     # The feature switches change speed, not the model (up to float16 rounding).
     run_params = {k: v for k, v in to_dict(params).items() if k not in ("cache_features", "feature_dtype")}
@@ -400,7 +395,7 @@ def train_split(
     def fit(cfg, rows, state_path, val, stop=None, label="train", train_heads=True):
         return _fit_model(cfg, params, cache, store, rows, quality, device, work_dir, state_path,
                           _fingerprint(run=fingerprint, rows=np.asarray(rows).tolist(), cfg=_config_dict(cfg)),
-                          val, progress and ctx.is_main, stop, label, ctx, train_heads, content)
+                          val, progress and ctx.is_main, stop, label, ctx, train_heads)
 
     if params.head_gains and not getattr(scorer_cfg, "skip", False):
         raise ConfigError("train.head_gains needs a scorer with a skip path (scorer.skip: true)")
@@ -420,7 +415,7 @@ def train_split(
 
         gain_parts: list = []
         choice = choose_head_gain(fit_rows, quality[fit_rows], params.head_gains, params.gain_folds,
-                                  params.seed + 1, fit_predict, None if content is None else content[fit_rows])
+                                  params.seed + 1, fit_predict)
         gain = choice["gain"]
         log.info("split %d: head gain %s (held-out MSE %s)", split_id, gain, choice["errors"])
     # g = 0: the branches would be multiplied by 0, so they are not trained (skip path only)
