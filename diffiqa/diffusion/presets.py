@@ -26,11 +26,12 @@ def _cpu() -> RestorerConfig:
     # RESULTS.md "Restorer"), ~0.2 s per training step of 8 crops of 64² on an idle core. The net predicts
     # the residual x0 - cond, so a 1-3 call chain from a lightly noised distorted image
     # restores; training draws the levels and start states that chain visits.
-    # No normalisation layers: with GroupNorm this net gained +0.04 dB on white noise after 200
-    # steps, without it +1.1 dB after 100 (a plain 6-layer CNN: +2.1 dB; measured, same data);
-    # GroupNorm also removes the global brightness an exposure correction needs.
+    # GroupNorm: without normalisation the net learned faster at first (+1.1 dB on white noise
+    # after 100 steps vs +0.04 after 200) but every run diverged near step 600 and ended
+    # predicting a constant (benchmarks/RESULTS.md "Restorer"); with GroupNorm 7395 steps
+    # (25 min on one thread) gave the packaged restorer: +4.3 dB pooled on held-out noise.
     unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), res_blocks=1, attn_resolutions=(),
-                      attn_reference_size=64, dropout=0.0, norm="none", groups=8, stem=2, prediction="residual")
+                      attn_reference_size=64, dropout=0.0, norm="group", groups=8, stem=2, prediction="residual")
     # L2 on the residual: an L1 run (1400 steps, batch 16, lr 3e-4) collapsed to predicting
     # zero (the median residual), its loss equal to the identity map's (measured). Starts are
     # (almost) all from the distorted crop, the state the 1-2 call chain sees: with 20 %
