@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -54,12 +52,12 @@ from diffiqa.prediction import mos_mapping
 from diffiqa.training.datasets import crops_by_row
 from diffiqa.training.features import can_cache_features, feature_store
 from diffiqa.training.head_gain import choose_head_gain
+from diffiqa.training.resume import ResumeState, cpu_state as _cpu_state, fingerprint as _fingerprint
 from diffiqa.training.ridge import DEFAULT_ALPHAS, SKIP_FITS, ridge_blocks
 from diffiqa.training.sources import FeatureSource, PixelSource, take
 
 log = logging.getLogger(__name__)
 
-RESUME_FORMAT_VERSION = 2
 CURVE_COLUMNS = ("epoch", "train_loss", "val_srcc", "val_plcc")
 
 
@@ -128,21 +126,11 @@ def _save_scorer_atomic(path: Path, model, cfg, extra: dict) -> None:
         save_scorer(tmp, model, cfg, extra)
 
 
-def _fingerprint(**parts) -> str:
-    """What a resume state must match: the same config, split rows and cache provenance."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _config_dict(cfg) -> dict:
     try:
         return to_dict(cfg)
     except TypeError:  # not a dataclass (a test stand-in): its attributes will do
         return dict(vars(cfg))
-
-
-def _cpu_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _write_curves(path: Path, history: list[dict]) -> None:
@@ -160,41 +148,6 @@ def _lr_factor(step: int, total: int, warmup: float) -> float:
     if step < n_warm:
         return (step + 1) / n_warm
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - n_warm) / max(1, total - n_warm))))
-
-
-class ResumeState:
-    """Everything an interrupted run needs, keyed by a fingerprint of what made it."""
-
-    def __init__(self, path: Path, fingerprint: str):
-        self.path, self.fingerprint = Path(path), fingerprint
-        self.epoch, self.history = 0, []
-        self.best = {"srcc": -math.inf, "epoch": -1, "val": None, "state": None, "bad_evals": 0}
-        self.stopped_early = False
-        self.finished = False  # set by the loop: False when stop_after_epochs cut it
-
-    def load(self, model, ema, optimizer, scheduler) -> bool:
-        if not self.path.exists():
-            return False
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        if saved.get("fingerprint") != self.fingerprint or saved.get("format_version") != RESUME_FORMAT_VERSION:
-            log.warning("%s was made with other config/split/cache; starting afresh", self.path)
-            return False
-        model.load_state_dict(saved["model"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        self.epoch, self.history, self.best = saved["epoch"], saved["history"], saved["best"]
-        self.stopped_early = saved["stopped_early"]
-        return True
-
-    def save(self, model, ema, optimizer, scheduler) -> None:
-        with atomic_path(self.path) as tmp:
-            torch.save({"format_version": RESUME_FORMAT_VERSION, "fingerprint": self.fingerprint,
-                        "model": _cpu_state(model), "ema": None if ema is None else _cpu_state(ema),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "epoch": self.epoch, "history": self.history, "best": self.best,
-                        "stopped_early": self.stopped_early}, tmp)
 
 
 def _val_metrics(source, model, rows, quality) -> dict:
