@@ -68,11 +68,16 @@ BASELINE_ROWS = {
     "lite0_ridge": ("lite0",), "lite1_ridge": ("lite1",), "lite2_ridge": ("lite2",),
     "lite02_ridge": ("lite0", "lite2"), "lite012_ridge": ("lite0", "lite1", "lite2"),
     "lite012_ridge_avg": ("lite0", "lite1", "lite2"), "lite012_ridge_auto": ("lite0", "lite1", "lite2"),
+    "lite012_ridge_guided": ("lite0", "lite1", "lite2"),
 }
 BASELINE_MODE = {"lite012_ridge_avg": "average", "lite012_ridge_auto": "auto"}  # else concat
 MODE_WHAT = {"concat": "ridge", "average": "mean of one ridge per backbone",
              "auto": "ridge or mean of one ridge per backbone, the lower 5-fold CV error"}
-KRR_ROWS = {"lite012_krr": ("lite0", "lite1", "lite2")}
+KRR_ROWS = {"lite012_krr": ("lite0", "lite1", "lite2"), "lite012_krr_guided": ("lite0", "lite1", "lite2")}
+# Rows whose pooled features also hold the guidance differences d - k of the skip path
+# (``DualBranchScorer.pooled_features``): they need restore-cache tiles (tile_features.py --cache).
+GUIDED_KINDS = {"lite012_krr_guided": ("distorted", "restored", "noisy_1", "noisy_2"),
+                "lite012_ridge_guided": ("distorted", "restored", "noisy_1", "noisy_2")}
 KRR_WHAT = ("frozen {names}: the pooled features of the ridge rows, standardised; RBF kernel ridge, width (x 1/p) "
             "and alpha by 5-fold CV on train+val")
 CLASSICAL_ROWS = {"brisque_krr": "BRISQUE-style 36 NSS features (whole image); RBF kernel ridge, alpha and width "
@@ -150,6 +155,18 @@ def pooled(tiles_dir: Path, tiles: pd.DataFrame, n_images: int, backbones, kind=
     return out / counts[:, None]
 
 
+def pooled_guided(tiles_dir: Path, tiles: pd.DataFrame, n_images: int, backbones, kinds) -> np.ndarray:
+    """[d, d - k for the other kinds]: the skip path's layout (differences, not the kinds' own
+    features: the change restoration makes is small next to the content variance)."""
+    d = pooled(tiles_dir, tiles, n_images, backbones)
+    return np.concatenate([d] + [d - pooled(tiles_dir, tiles, n_images, backbones, k) for k in kinds if k != "distorted"], 1)
+
+
+def row_features(name, args, tiles, n_images, names) -> np.ndarray:
+    kinds = GUIDED_KINDS.get(name, ("distorted",))
+    return pooled_guided(args.tiles, tiles, n_images, [LITE[n] for n in names], kinds)
+
+
 def split_metrics(k, pred, mos, **extra) -> dict:
     return {"split": k, "srcc": float(metrics.srcc(pred, mos)), "plcc": float(metrics.plcc(pred, mos)), **extra}
 
@@ -157,7 +174,7 @@ def split_metrics(k, pred, mos, **extra) -> dict:
 def run_baseline(name, args, index, splits, tiles) -> dict:
     names = BASELINE_ROWS[name]
     mode = BASELINE_MODE.get(name, "concat")
-    parts = [pooled(args.tiles, tiles, len(index), [LITE[n]]) for n in names]
+    parts = [row_features(name, args, tiles, len(index), [n]) for n in names]
     X = np.concatenate(parts, axis=1)
     ends = np.cumsum([p.shape[1] for p in parts])
     blocks = [np.arange(e - p.shape[1], e) for e, p in zip(ends, parts)]
@@ -169,9 +186,10 @@ def run_baseline(name, args, index, splits, tiles) -> dict:
         fit = ridge_blocks(X[fit_rows], q[fit_rows], blocks, folds=5, seed=0, mode=mode)
         averaged = len(fit.cv_mse) == 1 and len(fit.alphas) > 1
         per_split.append(split_metrics(k, fit.predict(X[test]), mos[test], alpha=fit.alpha, averaged=averaged))
-    return {"per_split": per_split, "what": BASELINE_WHAT.format(names=" + ".join(n.capitalize() for n in names),
-                                                                 how=MODE_WHAT[mode]),
-            "n_features": int(X.shape[1])}
+    what = BASELINE_WHAT.format(names=" + ".join(n.capitalize() for n in names), how=MODE_WHAT[mode])
+    if name in GUIDED_KINDS:
+        what += "; with the guidance differences d - r, d - n1, d - n2 of the skip path"
+    return {"per_split": per_split, "what": what, "n_features": int(X.shape[1])}
 
 
 def krr_fit_predict(X, q, fit_rows, test, gammas=tuple(2.0 ** np.arange(-6, 2)),
@@ -202,7 +220,7 @@ def krr_fit_predict(X, q, fit_rows, test, gammas=tuple(2.0 ** np.arange(-6, 2)),
 
 def run_krr(name, args, index, splits, tiles) -> dict:
     names = KRR_ROWS[name]
-    X = pooled(args.tiles, tiles, len(index), [LITE[n] for n in names])
+    X = row_features(name, args, tiles, len(index), names)
     q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
     per_split = []
     for k, s in enumerate(splits):
@@ -210,7 +228,10 @@ def run_krr(name, args, index, splits, tiles) -> dict:
         test = np.asarray(s["test"], dtype=np.int64)
         pred, g, a = krr_fit_predict(X, q, fit_rows, test)
         per_split.append(split_metrics(k, pred, mos[test], gamma=g, alpha=a))
-    return {"per_split": per_split, "what": KRR_WHAT.format(names=" + ".join(n.capitalize() for n in names)),
+    what = KRR_WHAT.format(names=" + ".join(n.capitalize() for n in names))
+    if name in GUIDED_KINDS:
+        what += "; with the guidance differences d - r, d - n1, d - n2 of the skip path"
+    return {"per_split": per_split, "what": what,
             "n_features": int(X.shape[1])}
 
 
