@@ -13,11 +13,13 @@ by PSNR/SSIM to the clean crop where there is one. The post-enhancement mode sta
 classical enhancer's output (scikit-image unsharp masking for blur and CLIVE, TV denoising for
 noise and JPEG) and shows what the prior adds on top.
 
-The generativity gate of the map (round trip, high-frequency share of a latent perturbation,
+The latent map G is ``--map`` (default: the packaged unconditional denoiser
+diffiqa/assets/enhance_map.pt; "restorer" = the conditional restorer ``--checkpoint``, as the
+first runs did); the restorer serves the restoration-gap prior either way. The generativity gate of the map (round trip, high-frequency share of a latent perturbation,
 gain) is printed and written at the top of the table; when it fails, the table says that the
 results are pixel-space attacks on the priors, not enhancement.
 
-Usage: python benchmarks/enhance.py [--checkpoint R] [--scorer-checkpoint S] --prepared /tmp/E-clive
+Usage: python benchmarks/enhance.py [--checkpoint R] [--map packaged|restorer|M] [--scorer-checkpoint S] --prepared /tmp/E-clive
        [--synthetic 4] [--clive 2] [--size 128] [--budgets 40,35] [--iterations 8] [--steps 3]
        [--t-start auto] [--out benchmarks/results/enhance]
 """
@@ -118,6 +120,8 @@ def ssim(a, b) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="restorer (default: the packaged one)")
+    ap.add_argument("--map", default="packaged",
+                    help="network of the latent map: packaged (diffiqa/assets/enhance_map.pt) | restorer | a checkpoint")
     ap.add_argument("--scorer-checkpoint", default=None, help="scorer for the diffiqa prior (default: the packaged one)")
     ap.add_argument("--prepared", required=True, help="`diffiqa prepare clive` folder (split 1's test photos)")
     ap.add_argument("--split", type=int, default=1)
@@ -151,13 +155,17 @@ def main(argv=None) -> int:
 
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ckpt = Path(args.checkpoint or DEFAULT_RESTORER)
+    from diffiqa.enhance.images import find_map_checkpoint
+
+    map_ckpt = find_map_checkpoint(args.map, ckpt)
     scorer = find_checkpoint(args.scorer_checkpoint, search_dir="/nonexistent")
     from diffiqa.errors import DiffiqaError
     header = (f"command: {' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}\n"
               f"machine: {platform.node()}, {os.cpu_count()} cpus, torch {torch.__version__} "
               f"({torch.get_num_threads()} threads), device {dev}\n"
               f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
-              f"restorer: {ckpt} sha256 {file_sha256(ckpt)[:12]}; scorer: {scorer} sha256 {file_sha256(scorer)[:12]}")
+              f"restorer: {ckpt} sha256 {file_sha256(ckpt)[:12]}; scorer: {scorer} sha256 {file_sha256(scorer)[:12]}\n"
+              f"map network: {map_ckpt} sha256 {file_sha256(map_ckpt)[:12]}")
     print(header, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,15 +184,15 @@ def main(argv=None) -> int:
         cases.append((f"CLIVE {f.stem}", "clive", centre_crop(load_image(f), args.size).astype(np.float32) / 255.0, None))
     print(f"{len(cases)} images: " + "; ".join(c[0] for c in cases), flush=True)
 
-    net, cfg, _extra = load_restorer(ckpt)
-    net = net.to(dev).eval().requires_grad_(False)
+    restorer = load_restorer(ckpt)[0].to(dev).eval().requires_grad_(False)  # the restoration-gap prior's
+    net = restorer if map_ckpt == ckpt else load_restorer(map_ckpt)[0].to(dev).eval().requires_grad_(False)
     if args.t_start == "auto":
         t_start, tried = longest_chain(net, to_t(cases[0][2], dev), args.steps)
         for t, rep in tried:
             print(f"t_start {t}: {rep.line()}", flush=True)
     else:
         t_start = float(args.t_start)
-    chain = f"EDICT (tied pair, p 0.93), {args.steps} steps from t_start {t_start}"
+    chain = f"EDICT (tied pair, p 0.93), {args.steps} steps from t_start {t_start}, network {map_ckpt.name}"
     print(f"map: {chain}", flush=True)
 
     if args.gate_only:
@@ -200,7 +208,7 @@ def main(argv=None) -> int:
 
     def make_prior(prior_names):
         p = EnhanceParams(prior=tuple(prior_names), weights=tuple(1.0 for _ in prior_names))
-        return build_objective_prior(p, net, scorer, shas["restorer"], shas["scorer"]).to(dev)
+        return build_objective_prior(p, restorer, scorer, shas["restorer"], shas["scorer"]).to(dev)
 
     graders, missing = {}, {}
     for n in PRIORS:

@@ -39,7 +39,7 @@ def test_enhance_command_writes_images_trajectories_and_plots(tmp_path, restorer
     save_image(tmp_path / "in" / "a.png", img)
     out = tmp_path / "out"
     rc = main(["enhance", str(tmp_path / "in"), "--prior", "niqe", "--prior", "brisque:0.5", "--out", str(out),
-               "--checkpoint", str(restorer), "--iterations", "2", "--steps", "2", "--patience", "0", "--no-progress"])
+               "--map", "restorer", "--checkpoint", str(restorer), "--iterations", "2", "--steps", "2", "--patience", "0", "--no-progress"])
     assert rc == 0
     enhanced = load_image(out / "a_enhanced.png")
     assert enhanced.shape == (64, 64, 3)  # cut to a multiple of 16
@@ -72,7 +72,7 @@ def test_enhance_refuses_an_image_under_the_priors_patch_size(tmp_path, restorer
     save_image(tmp_path / "small.png", np.full((40, 200, 3), 128, np.uint8))
     out = tmp_path / "o"
     rc = main(["enhance", str(tmp_path / "small.png"), "--prior", "niqe", "--out", str(out),
-               "--checkpoint", str(restorer), "--no-progress"])
+               "--map", "restorer", "--checkpoint", str(restorer), "--no-progress"])
     assert rc == 2
     err = _one_line_error(capsys, out)
     assert "small.png" in err and "48" in err
@@ -83,7 +83,7 @@ def test_enhance_refuses_an_image_under_the_priors_patch_size(tmp_path, restorer
 def test_enhance_refuses_bad_numbers_in_one_line(tmp_path, restorer, capsys, flag, value, word):
     save_image(tmp_path / "a.png", np.full((64, 64, 3), 128, np.uint8))
     out = tmp_path / "o"
-    rc = main(["enhance", str(tmp_path / "a.png"), "--prior", "niqe", "--out", str(out), "--checkpoint", str(restorer),
+    rc = main(["enhance", str(tmp_path / "a.png"), "--prior", "niqe", "--out", str(out), "--map", "restorer", "--checkpoint", str(restorer),
                flag, value, "--no-progress"])
     assert rc == 2
     assert word in _one_line_error(capsys, out)

@@ -29,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="enhance images by maximising an NR-IQA prior in the restorer's diffusion latent",
         description=(
             "MAP estimate x* = G(z*), z* = argmax lam*Q(G(z)) - ||G(z)-y||^2/(2 sigma^2) with PSNR(G(z), y) >= "
-            "--min-psnr, z0 = G^-1(y), G = the restorer's deterministic EDICT/DDIM chain conditioned on the input. "
+            "--min-psnr, z0 = G^-1(y), G = a deterministic EDICT/DDIM chain of the --map network (default: the packaged "
+            "unconditional denoiser of pristine photos; 'restorer' = the restorer conditioned on the input). "
             "Every prior is on one 0-100 MOS scale (fitted on CLIVE). Prints the map's generativity gate for each "
             "image; when it fails, the output is a pixel-space attack on the prior, not an enhancement. Writes "
             "<stem>_enhanced.png, trajectory_<stem>.csv/.png and gate.json into --out. Works outside a project "
@@ -41,12 +42,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="niqe | brisque | restoration_gap | diffiqa; repeat for fusion")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", default=None,
-                   help="restorer checkpoint (default: models/restorer/restorer.pt if present, else the packaged one)")
+                   help="restorer checkpoint, for the restoration_gap prior and --map restorer "
+                        "(default: models/restorer/restorer.pt if present, else the packaged one)")
+    p.add_argument("--map", default=None, metavar="packaged|restorer|PATH",
+                   help="network of the latent map G (default: enhance's default, see EnhanceParams.map)")
     p.add_argument("--scorer-checkpoint", default=None,
                    help="scorer for the diffiqa prior (default: newest in models/scorer, else the packaged one)")
     p.add_argument("--iterations", type=int, default=20, help="trust-region steps")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps of the map (default: the restorer's)")
-    p.add_argument("--t-start", type=float, default=None, help="noise level the map starts from (default: the restorer's)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps of the map (default: the map network's own)")
+    p.add_argument("--t-start", type=float, default=None, help="noise level the map starts from (default: the map network's own)")
     p.add_argument("--lam", type=float, default=1.0, help="prior weight lambda (prior in MOS points)")
     p.add_argument("--sigma", type=float, default=0.02, help="per-pixel fidelity noise level; smaller = closer to input")
     p.add_argument("--min-psnr", type=float, default=30.0, help="fidelity floor: PSNR to the input, dB (0 = none)")
@@ -69,7 +73,7 @@ def run(args) -> int:
     params = EnhanceParams(prior=names, weights=weights, lam=args.lam, sigma=args.sigma, min_psnr=args.min_psnr,
                            step_db=args.step_db, iterations=args.iterations, steps=args.steps,
                            early_stop_patience=args.patience, inversion=args.inversion, t_start=args.t_start,
-                           seed=args.seed, max_side=args.max_side)
+                           seed=args.seed, max_side=args.max_side, **({"map": args.map} if args.map else {}))
     params.validate()  # before any model is loaded
     for s in enhance_images(args.images, args.out, params, args.checkpoint, args.scorer_checkpoint,
                             progress=not args.no_progress, device=args.device):

@@ -64,6 +64,12 @@ class RestorerConfig:
     a restorer checkpoint path, or "packaged" (the shipped default restorer) to start from;
     its network shape must match ``unet``. sampler: the chain this restorer is meant to run
     (recorded in the checkpoint; ``diffiqa restore`` uses it by default).
+
+    conditional: False trains an *unconditional* denoiser of pristine crops: the condition
+    input is all zeros (model space) in training and in every consumer (``load_restorer`` sets
+    ``net.conditional`` so they can tell), and every start state is the pristine crop (so
+    ``distorted_start`` and ``mixed_start`` must be 0). The enhancement uses such a net as its
+    latent map (``prior_map`` preset). Checkpoints written before the field load as True.
     """
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -85,6 +91,7 @@ class RestorerConfig:
     spike_guard: float = 0.0
     init: str = ""
     sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings())
+    conditional: bool = True
 
     def __post_init__(self):
         if not 0.0 < self.t_max <= 1.0:
@@ -96,6 +103,9 @@ class RestorerConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1]")
         if self.distorted_start + self.mixed_start > 1.0:
             raise ConfigError(f"distorted_start + mixed_start = {self.distorted_start + self.mixed_start}: must be <= 1")
+        if not self.conditional and (self.distorted_start or self.mixed_start):
+            raise ConfigError(f"conditional=False with distorted_start={self.distorted_start}, mixed_start="
+                              f"{self.mixed_start}: an unconditional net starts from the pristine crop only; set both to 0")
 
 
 def save_restorer(path: str | Path, net: torch.nn.Module, cfg: RestorerConfig, extra: dict | None = None) -> None:
@@ -133,7 +143,14 @@ def load_restorer(path: str | Path, map_location="cpu") -> tuple[ConditionalUNet
         cfg.sampler = LEGACY_CHAIN
     net = ConditionalUNet(cfg.unet)
     net.load_state_dict(ckpt["state_dict"])
+    net.conditional = cfg.conditional  # consumers feed a zero condition when False (see condition_for)
     return net.eval(), cfg, ckpt.get("extra", {})
+
+
+def condition_for(net, cond: torch.Tensor) -> torch.Tensor:
+    """The condition ``net`` is meant to see: ``cond`` (model space) for a conditional
+    restorer, zeros of its shape for an unconditional one (``RestorerConfig.conditional``)."""
+    return cond if getattr(net, "conditional", True) else torch.zeros_like(cond)
 
 
 def package_restorer(src: str | Path, dst: str | Path, sampler: SamplerSettings | None = None,

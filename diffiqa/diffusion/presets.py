@@ -1,6 +1,7 @@
 """Named restorer configurations (presets; a params *profile* picks one by name): ``demo``
 (minutes on 2 CPU cores), ``cpu`` (hours on one thread, shipped pre-trained as
-diffiqa/assets/default_restorer.pt), ``paper`` (SR3 sizes for a GPU worker)."""
+diffiqa/assets/default_restorer.pt), ``paper`` (SR3 sizes for a GPU worker), and ``prior_map``
+(an *unconditional* denoiser of pristine crops: the enhancement's latent map)."""
 
 from __future__ import annotations
 
@@ -62,11 +63,27 @@ def _paper() -> RestorerConfig:
                           sampler=SamplerSettings(sampler="ddpm", steps=50, t_start=1.0))
 
 
-PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper}
+def _prior_map() -> RestorerConfig:
+    # The enhancement's latent map (diffiqa/enhance/invertible.py): a denoiser of pristine
+    # photographs with no condition (zeros), so its chain from a noised image removes
+    # noise-like components and a latent move comes out as image structure, where the
+    # conditional restorer (x0 ~ cond + f) passed it through as white pixel noise (issue 13,
+    # benchmarks/RESULTS.md "Enhancement"). The cpu preset's layout; it predicts x0 (with a
+    # zero condition "residual" would be the same thing), L2, levels t ~ U(0, 0.5): the map's
+    # chains start at t_start <= 0.5. Trained by benchmarks/train_prior_map.py.
+    unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), res_blocks=1, attn_resolutions=(),
+                      attn_reference_size=64, dropout=0.0, norm="group", groups=8, stem=2, prediction="x0")
+    return RestorerConfig(unet=unet, crop_size=64, batch_size=8, lr=5e-4, steps=100_000, loss="l2",
+                          ema_decay=0.999, checkpoint_every=200, seed=0, t_max=0.5, full_range_share=0.0,
+                          distorted_start=0.0, mixed_start=0.0, rotate=True, grad_clip=0.0, spike_guard=20.0,
+                          conditional=False, sampler=SamplerSettings(sampler="ddim", steps=3, t_start=0.3))
+
+
+PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper, "prior_map": _prior_map}
 
 
 def restorer_preset(name: str) -> RestorerConfig:
-    """-> a fresh RestorerConfig for preset ``name`` (demo | cpu | paper)."""
+    """-> a fresh RestorerConfig for preset ``name`` (demo | cpu | paper | prior_map)."""
     if name not in PRESETS:
         raise ConfigError(f"restorer preset {name!r}: known presets are {sorted(PRESETS)}")
     return PRESETS[name]()

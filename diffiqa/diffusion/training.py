@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 TRAIN_STATE_KIND = "diffiqa-restorer-train-state"
 # Changing these between a run and its resume changes nothing the weights depend on.
 RESUME_FREE_KEYS = ("steps", "checkpoint_every", "num_workers", "sampler")
+# Fields added after train states were first written, with the value older states trained with.
+ADDED_DEFAULTS = {"conditional": True}
 
 
 def draw_levels_and_bases(x0, cond, generator=None, t_max: float = 1.0, full_range_share: float = 1.0,
@@ -61,17 +63,22 @@ def draw_levels_and_bases(x0, cond, generator=None, t_max: float = 1.0, full_ran
 
 
 def diffusion_loss(net, x0: torch.Tensor, cond: torch.Tensor, loss: str = "l1", generator=None, t_max: float = 1.0,
-                   full_range_share: float = 1.0, distorted_start: float = 0.0, mixed_start: float = 0.0, rows: slice | None = None) -> torch.Tensor:
+                   full_range_share: float = 1.0, distorted_start: float = 0.0, mixed_start: float = 0.0, rows: slice | None = None,
+                   conditional: bool = True) -> torch.Tensor:
     """Scalar loss on what the net predicts. x0 (pristine) and cond (distorted): (N,3,H,W) in [-1,1].
 
     t and the base image come from ``draw_levels_and_bases``; x_t = sqrt(ab) base +
     sqrt(1-ab) eps; the net sees gamma = sqrt(alpha_bar(t)). Its target is eps (for an
     eps-net; only meaningful with a pristine base), x0, or x0 - cond, as ``net.prediction``
     says: whatever the start state, an x0-net learns to output the clean image.
-    ``generator`` (any device) draws t, the bases and the noise.
+    ``generator`` (any device) draws t, the bases and the noise. ``conditional`` False: an
+    unconditional denoiser; the net sees a zero condition and every base is the pristine crop
+    (whatever ``cond`` holds), so its target "residual" is x0 itself.
     """
     if loss not in ("l1", "l2"):
         raise ConfigError(f"loss={loss!r}: expected 'l1' or 'l2'")
+    if not conditional:
+        cond, distorted_start, mixed_start = torch.zeros_like(x0), 0.0, 0.0
     gen_device = generator.device if generator is not None else x0.device
     t, base = draw_levels_and_bases(x0, cond, generator, t_max, full_range_share, distorted_start, mixed_start)
     noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
@@ -145,7 +152,7 @@ def _set_numpy_rng_state(s: dict) -> None:
 
 
 def _resume_view(cfg_dict: dict) -> dict:
-    return {k: v for k, v in cfg_dict.items() if k not in RESUME_FREE_KEYS}
+    return {k: v for k, v in {**ADDED_DEFAULTS, **cfg_dict}.items() if k not in RESUME_FREE_KEYS}
 
 
 def _load_train_state(path: Path, cfg: RestorerConfig, device) -> dict:
@@ -252,6 +259,7 @@ def train_restorer(
     state = _restart_or_raise(last_path, csv_path, cfg, on_mismatch, device)
     torch.manual_seed(cfg.seed)  # initial weights
     net = ConditionalUNet(cfg.unet)
+    net.conditional = cfg.conditional
     init_from = init_weights(net, cfg.init) if state is None else None  # a resume overwrites them anyway
     net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -301,7 +309,7 @@ def train_restorer(
         loss = ddp.loss_weight(cfg.batch_size) * diffusion_loss(
             train_net, x0.to(device), cond.to(device), cfg.loss, generator=gen, rows=ddp.rows(cfg.batch_size), t_max=cfg.t_max,
                               full_range_share=cfg.full_range_share, distorted_start=cfg.distorted_start,
-                              mixed_start=cfg.mixed_start)
+                              mixed_start=cfg.mixed_start, conditional=cfg.conditional)
         value = distributed.all_reduce_mean(loss.item(), ddp)  # the same on every rank: all skip or none
         if spiked(value, recent, cfg.spike_guard):
             skipped += 1

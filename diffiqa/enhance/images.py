@@ -18,6 +18,9 @@ from diffiqa.io_utils import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
+# The default latent map (EnhanceParams.map "packaged"): an unconditional denoiser of pristine
+# photos (the ``prior_map`` restorer preset; benchmarks/RESULTS.md "Enhancement").
+PACKAGED_MAP = Path(__file__).resolve().parent.parent / "assets" / "enhance_map.pt"
 # The U-Net halves the size at each level; sides are cut down to a multiple of this.
 SIDE_MULTIPLE = 16
 # The restoration gap's chain: a truncated one (input noised to 0.3), fixed so that the prior's
@@ -104,11 +107,25 @@ def find_restorer_checkpoint(checkpoint=None) -> Path:
     return p
 
 
+def find_map_checkpoint(spec: str, restorer_checkpoint=None) -> Path:
+    """The network of the latent map G: "packaged" -> ``PACKAGED_MAP``; "restorer" -> the
+    restorer ``find_restorer_checkpoint(restorer_checkpoint)`` finds (conditioned on the input);
+    anything else is a checkpoint path."""
+    if spec == "restorer":
+        return find_restorer_checkpoint(restorer_checkpoint)
+    p = PACKAGED_MAP if spec == "packaged" else Path(spec)
+    if not p.is_file():
+        raise ConfigError(f"enhance.map={spec!r}: {p} not found (give 'packaged', 'restorer' or a checkpoint path)")
+    return p
+
+
 def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, scorer_checkpoint=None,
                    progress: bool = True, device=None, report=print) -> list[dict]:
-    """Enhance each image of ``paths`` (files or folders) with the restorer ``checkpoint``
-    (None: the project's, else the packaged one; the ``diffiqa`` prior likewise uses the
-    packaged scorer when ``scorer_checkpoint`` is None and there is none in ``models/scorer``).
+    """Enhance each image of ``paths`` (files or folders) in the latent of the map
+    ``params.map`` (``find_map_checkpoint``). The restorer ``checkpoint`` (None: the project's,
+    else the packaged one) serves the restoration-gap prior and ``map: restorer``; the
+    ``diffiqa`` prior likewise uses the packaged scorer when ``scorer_checkpoint`` is None and
+    there is none in ``models/scorer``.
 
     Writes into ``out_dir``: ``<stem>_enhanced.png``, ``trajectory_<stem>.csv`` (iteration, Q,
     fidelity, objective, psnr_to_input, accepted, radius), ``trajectory_<stem>.png``,
@@ -124,11 +141,18 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
     files = iter_image_files(paths)
     if not files:
         raise ConfigError(f"no image files in {list(map(str, paths))}")
-    checkpoint = find_restorer_checkpoint(checkpoint)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    net, cfg, extra = load_restorer(checkpoint)
-    net = net.to(dev)
+    if checkpoint is not None:  # a restorer given but missing is an error even where it goes unused
+        checkpoint = find_restorer_checkpoint(checkpoint)
+    map_checkpoint = find_map_checkpoint(params.map, checkpoint)
+    net, cfg, extra = load_restorer(map_checkpoint)
+    net = net.float().to(dev)
     recorded_t, recorded_steps = chain_settings(cfg, extra)
+    restorer_net, restorer_sha = None, None
+    if "restoration_gap" in params.prior:  # the gap is the *restorer's* change, whatever the map
+        checkpoint = find_restorer_checkpoint(checkpoint)
+        restorer_net = net if checkpoint == map_checkpoint else load_restorer(checkpoint)[0].float().to(dev)
+        restorer_sha = file_sha256(checkpoint)
     steps = params.steps or recorded_steps
     t_start = params.t_start
     scorer_sha = None
@@ -137,7 +161,7 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
 
         scorer_checkpoint = find_checkpoint(scorer_checkpoint)
         scorer_sha = file_sha256(scorer_checkpoint)
-    prior = build_objective_prior(params, net, scorer_checkpoint, file_sha256(checkpoint), scorer_sha).to(dev)
+    prior = build_objective_prior(params, restorer_net, scorer_checkpoint, restorer_sha, scorer_sha).to(dev)
     smallest = min_side(prior)
     images = [(path, prepare_input(load_image(path), params.max_side, smallest, str(path))) for path in files]
     out = Path(out_dir)
@@ -147,15 +171,17 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
 
         t_start, tried = longest_chain(net, images[0][1].to(dev), steps, recorded_t, params.inversion, params.edict_mix)
         if t_start != recorded_t:
-            log.warning("the restorer's chain (t_start %g) does not invert this image (round trip %.1f dB); "
+            log.warning("the map's chain (t_start %g) does not invert this image (round trip %.1f dB); "
                         "the map starts at t %g", recorded_t, tried[0][1].round_trip_db, t_start)
-    write_json_atomic(out / "params.json", {"checkpoint": str(checkpoint), "chain": {"t_start": t_start, "steps": steps},
+    write_json_atomic(out / "params.json", {"map_checkpoint": str(map_checkpoint), "map_sha256": file_sha256(map_checkpoint),
+                                            "restorer_checkpoint": str(checkpoint) if restorer_net is not None else None,
+                                            "chain": {"t_start": t_start, "steps": steps},
                                             **to_dict(params)})
     summaries, gates = [], {}
     for path, y in images:
         result = enhance(y.to(dev), net, prior, params, progress=progress, steps=steps, t_start=t_start)
         stem = Path(path).stem
-        report(f"{path}: {result.gate.line()} [map: {params.inversion}, {steps} steps from t {t_start:g}]")
+        report(f"{path}: {result.gate.line()} [map: {map_checkpoint.name}, {params.inversion}, {steps} steps from t {t_start:g}]")
         gates[str(path)] = result.gate.as_dict()
         save_image(out / f"{stem}_enhanced.png", result.image[0].permute(1, 2, 0).cpu().numpy())
         traj = pd.DataFrame(result.trajectory)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint as checkpoint_step
 
+from diffiqa.diffusion.checkpoint import condition_for
 from diffiqa.diffusion.samplers import to_model_space
 from diffiqa.enhance.chain import affine_down, affine_up, ddim_down, ddim_up, eps_at, time_grid
 from diffiqa.errors import ConfigError
@@ -43,8 +44,9 @@ METHODS = ("ddim", "edict")
 class DiffusionMap:
     """G and G^-1 for one conditioning batch.
 
-    net: the restorer (``net(x_t, cond, gamma)``, any of samplers' prediction kinds); cond01:
-    (N,3,H,W) in [0,1] (the image y being enhanced); steps: number of sampler steps k;
+    net: the map's network (``net(x_t, cond, gamma)``, any of samplers' prediction kinds); cond01:
+    (N,3,H,W) in [0,1] (the image y being enhanced; an unconditional net, ``net.conditional``
+    False, sees zeros instead); steps: number of sampler steps k;
     method: "ddim" | "edict"; mix: EDICT's p; t_start in (0,1]; use_checkpoint: checkpoint
     each step of ``generate``. The latent is (N,3,H,W) for both methods (EDICT: tied pair).
     """
@@ -60,7 +62,7 @@ class DiffusionMap:
         if int(steps) < 1:
             raise ConfigError(f"the map needs at least 1 sampler step, got {steps}")
         self.net = net
-        self.cond = to_model_space(cond01)
+        self.cond = condition_for(net, to_model_space(cond01))
         self.steps = int(steps)
         self.method = method
         self.mix = float(mix)

@@ -4,8 +4,9 @@
          subject to PSNR(G(z), y) >= min_psnr,  z_0 = G^-1(y)
 
 Q is a prior on the bounded 0-100 MOS scale (one model or a ``FusedPrior``; see
-``priors.calibration``), G the restorer's deterministic DDIM / EDICT chain conditioned on y
-(``invertible.DiffusionMap``); the network's weights are frozen and each sampler step is
+``priors.calibration``), G a deterministic DDIM / EDICT chain (``invertible.DiffusionMap``) of
+the map's network: by default the unconditional denoiser of pristine photos (``map``
+"packaged"), or the restorer conditioned on y (``map`` "restorer"); the network's weights are frozen and each sampler step is
 checkpointed, so memory does not grow with ``steps``.
 
 Steps in image units (issue 13, item 1): Adam's first step moved every latent value by lr,
@@ -52,7 +53,10 @@ class EnhanceParams:
     ``early_stop_patience``: rejections in a row that stop the loop (0 = never);
     ``steps`` / ``t_start``: the map's chain (null = the restorer's own settings, see
     ``chain.chain_settings``); ``inversion``: "ddim" | "edict"; ``edict_mix``: EDICT's p;
-    ``max_side``: downscale so the longer side is at most this (0 = full size)."""
+    ``max_side``: downscale so the longer side is at most this (0 = full size); ``map``: the
+    network G is built from: "packaged" (the unconditional denoiser shipped as
+    diffiqa/assets/enhance_map.pt), "restorer" (the conditional restorer, as before), or a
+    checkpoint path (``images.find_map_checkpoint``)."""
 
     prior: tuple[str, ...] = ("niqe",)
     weights: tuple[float, ...] = (1.0,)
@@ -69,6 +73,7 @@ class EnhanceParams:
     seed: int = 0
     gap_steps: int = 4
     max_side: int = 0
+    map: str = "restorer"
 
     def validate(self) -> None:
         if len(self.prior) == 0:
@@ -96,6 +101,8 @@ class EnhanceParams:
             raise ConfigError(f"enhance.t_start must be in (0, 1], got {self.t_start!r}")
         if self.max_side < 0:
             raise ConfigError(f"enhance.max_side must be >= 0 (0 = full size), got {self.max_side}")
+        if not isinstance(self.map, str) or not self.map.strip():
+            raise ConfigError(f"enhance.map must be 'packaged', 'restorer' or a checkpoint path, got {self.map!r}")
 
 
 @dataclass
