@@ -15,7 +15,10 @@ gradient says anything. Here each step is *normalised-gradient ascent with a tru
 the latent moves along g / rms(g) by the amount that changes the image by ``radius`` (rms,
 pixels in [0,1]; the first radius is ``step_db`` as a PSNR, 46 dB = 0.005), using the map's
 measured gain. A step is accepted only if the objective rises and the fidelity floor holds;
-then the radius grows x1.5, else it halves. After ``early_stop_patience`` rejections in a row
+then the radius grows x1.5, else it halves. A step that moved the image more than
+``OVERSHOOT`` x the radius is refused too, keeping the radius: the gain it was sized with was
+off (a generative map amplifies the gradient's direction more than the gate's white probe, by
+~6x at the first step on a real photo; measured), and the next step uses the gain it measured. After ``early_stop_patience`` rejections in a row
 the loop stops. Accepted iterates only ever raise the objective, so the last one is the best.
 
 Meaning of sigma (and lam): ||.||^2 here is the mean squared pixel error per image (pixels in
@@ -42,6 +45,7 @@ from diffiqa.errors import ConfigError
 log = logging.getLogger(__name__)
 
 GROW, SHRINK = 1.5, 0.5
+OVERSHOOT = 2.0  # a step that moves the image more than this x the radius left the trust region
 
 
 @dataclass
@@ -183,8 +187,9 @@ def enhance(y: torch.Tensor, net: torch.nn.Module, prior: torch.nn.Module, param
         moved = _rms(x_try - x)
         if moved > 0 and math.isfinite(moved):
             gain = moved / _rms(dz)  # the map's local gain, for sizing the next step
+        overshot = not moved <= OVERSHOOT * radius  # NaN counts as overshot
         ok = (math.isfinite(rec_try["objective"]) and rec_try["objective"] > rec["objective"]
-              and rec_try["psnr_to_input"] >= params.min_psnr)
+              and rec_try["psnr_to_input"] >= params.min_psnr and not overshot)
         trajectory.append({"iteration": it, **rec_try, "accepted": ok, "radius": radius})
         if ok:
             z, rec, x, grad = (z + dz).detach(), rec_try, x_try, grad_try
@@ -193,7 +198,7 @@ def enhance(y: torch.Tensor, net: torch.nn.Module, prior: torch.nn.Module, param
                 if rec["psnr_to_input"] >= b and (b not in within or rec["Q"] > within[b][0]):
                     within[b] = (rec["Q"], x.clone())
         else:
-            rejected, radius = rejected + 1, radius * SHRINK
+            rejected, radius = rejected + 1, radius * (1.0 if overshot and math.isfinite(moved) else SHRINK)
         bar.set_postfix(Q=f"{rec['Q']:.3g}", psnr=f"{rec['psnr_to_input']:.1f}")
         if params.early_stop_patience and rejected >= params.early_stop_patience:
             log.info("stopped at iteration %d: %d rejected steps in a row", it, rejected)
