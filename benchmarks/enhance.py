@@ -137,6 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--t-start", default="auto", help="'auto' = the longest chain whose round trip holds")
+    ap.add_argument("--edict-mix", default="auto", help="EDICT's p; 'auto' = the quietest chain (invertible.quiet_mix)")
     ap.add_argument("--sigma", type=float, default=0.02)
     ap.add_argument("--step-db", type=float, default=46.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -186,13 +187,17 @@ def main(argv=None) -> int:
 
     restorer = load_restorer(ckpt)[0].to(dev).eval().requires_grad_(False)  # the restoration-gap prior's
     net = restorer if map_ckpt == ckpt else load_restorer(map_ckpt)[0].to(dev).eval().requires_grad_(False)
+    from diffiqa.enhance.invertible import quiet_mix
+
+    mix_arg = None if args.edict_mix == "auto" else float(args.edict_mix)
     if args.t_start == "auto":
-        t_start, tried = longest_chain(net, to_t(cases[0][2], dev), args.steps)
+        t_start, tried = longest_chain(net, to_t(cases[0][2], dev), args.steps, mix=mix_arg)
         for t, rep in tried:
             print(f"t_start {t}: {rep.line()}", flush=True)
     else:
         t_start = float(args.t_start)
-    chain = f"EDICT (tied pair, p 0.93), {args.steps} steps from t_start {t_start}, network {map_ckpt.name}"
+    mix = quiet_mix(args.steps, t_start) if mix_arg is None else mix_arg
+    chain = f"EDICT (tied pair, p {mix:g}), {args.steps} steps from t_start {t_start}, network {map_ckpt.name}"
     print(f"map: {chain}", flush=True)
 
     if args.gate_only:
@@ -200,7 +205,7 @@ def main(argv=None) -> int:
         from diffiqa.enhance.invertible import DiffusionMap
 
         for label, _kind, y, _clean in cases:
-            g = DiffusionMap(net, to_t(y, dev), args.steps, method="edict", t_start=t_start)
+            g = DiffusionMap(net, to_t(y, dev), args.steps, method="edict", t_start=t_start, mix=mix)
             print(f"{label}: {measure_gate(g.generate, g.invert(to_t(y, dev)), to_t(y, dev)).line()}", flush=True)
         return 0
     names = [n for n in args.priors.split(",") if n]
@@ -223,7 +228,7 @@ def main(argv=None) -> int:
     post = [r for r in runs if r[0] in [p for p in args.post_priors.split(",") if p]]
     params = EnhanceParams(prior=("x",), sigma=args.sigma, min_psnr=min(budgets), step_db=args.step_db,
                            iterations=args.iterations, early_stop_patience=args.patience, steps=args.steps,
-                           t_start=t_start, seed=args.seed)
+                           t_start=t_start, seed=args.seed, edict_mix=mix)
 
     rows, gates, sheet_cols = [], [], {}
     stored = {}  # every graded image, 8-bit, keyed by its row index in rows.csv (for --grade-with)

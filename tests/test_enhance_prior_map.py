@@ -115,3 +115,28 @@ def test_map_choice(tmp_path):
         assert find_map_checkpoint("packaged") == PACKAGED_MAP
     with pytest.raises(ConfigError, match="enhance.map"):
         EnhanceParams(map="").validate()
+
+
+def test_the_quiet_mix_stops_the_tied_chain_passing_latent_noise_through():
+    from diffiqa.enhance.invertible import MIX_GRID, passthrough, quiet_mix
+
+    loud = passthrough(3, 0.3, 0.93)  # the paper's p: a share of any latent move reaches the image as it is
+    assert abs(loud) > 0.03
+    for steps, t in ((2, 0.1), (3, 0.3), (4, 0.5)):
+        p = quiet_mix(steps, t)
+        assert p in MIX_GRID and 0.7 < p < 0.9
+        assert abs(passthrough(steps, t, p)) < 0.1 * abs(passthrough(steps, t, 0.93))
+
+
+def test_the_gate_sees_the_pass_through_on_a_network_that_ignores_its_input():
+    """A constant-x0 net: at p 0.93 the whole response is passed-through white noise (fails);
+    at the quiet p almost nothing reaches the image (gain ~0)."""
+    from diffiqa.enhance.gate import measure_gate
+    from diffiqa.enhance.invertible import DiffusionMap, _ConstantX0, quiet_mix
+
+    y = (_images(1, size=32, seed=5) + 1) / 2
+    g = DiffusionMap(_ConstantX0(), y, 3, method="edict", t_start=0.3, mix=0.93)
+    loud = measure_gate(g.generate, g.invert(y), y)
+    assert not loud.passed and abs(loud.hf_fraction - loud.hf_white) < 0.02 and loud.gain > 0.05
+    g = DiffusionMap(_ConstantX0(), y, 3, method="edict", t_start=0.3, mix=quiet_mix(3, 0.3))
+    assert measure_gate(g.generate, g.invert(y), y).gain < 0.01

@@ -21,11 +21,18 @@ def blurred_photo():
     return torch.from_numpy(gaussian_filter(img, sigma=(1.2, 1.2, 0))).permute(2, 0, 1)[None].float().contiguous()
 
 
-def test_niqe_objective_rises_within_three_iterations_on_the_packaged_restorer(blurred_photo):
+@pytest.mark.parametrize("which", ["packaged", "restorer"])
+def test_niqe_objective_rises_within_three_iterations_on_the_packaged_map(blurred_photo, which):
+    """Both shipped networks: the default map (the unconditional denoiser) and the restorer."""
     from diffiqa.diffusion.training import load_restorer
+    from diffiqa.enhance.chain import chain_settings
+    from diffiqa.enhance.images import find_map_checkpoint
 
-    net = load_restorer(DEFAULT_RESTORER)[0]
-    params = EnhanceParams(prior=("niqe",), iterations=3, steps=2, t_start=0.3, min_psnr=30.0, early_stop_patience=0)
+    ckpt = find_map_checkpoint(which, DEFAULT_RESTORER if which == "restorer" else None)
+    net, cfg, extra = load_restorer(ckpt)
+    t_start = chain_settings(cfg, extra)[0] if which == "packaged" else 0.3  # the map's own chain
+    params = EnhanceParams(prior=("niqe",), iterations=3, steps=2, t_start=t_start, min_psnr=30.0,
+                           early_stop_patience=0, map=which)
     res = enhance(blurred_photo, net, build_prior("niqe"), params, progress=False)
     traj = res.trajectory
     assert len(traj) == 4

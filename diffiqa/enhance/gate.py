@@ -85,16 +85,17 @@ T_START_CANDIDATES = (1.0, 0.7, 0.5, 0.3, 0.2, 0.1)
 
 @torch.no_grad()
 def longest_chain(net, y01: torch.Tensor, steps: int, t_max: float = 1.0, method: str = "edict",
-                  mix: float = 0.93) -> tuple[float, list[tuple[float, GateReport]]]:
+                  mix: float | None = None) -> tuple[float, list[tuple[float, GateReport]]]:
     """The largest t_start <= ``t_max`` (from ``T_START_CANDIDATES``, ``t_max`` first) whose
     round trip G(G^-1(y)) holds (>= MIN_ROUND_TRIP_DB): the longest chain the restorer
-    supports on this image. -> (t_start, [(t, gate report) for each t tried])."""
-    from diffiqa.enhance.invertible import DiffusionMap
+    supports on this image. ``mix`` None: ``quiet_mix`` for each chain.
+    -> (t_start, [(t, gate report) for each t tried])."""
+    from diffiqa.enhance.invertible import DiffusionMap, quiet_mix
 
     candidates = [t_max] + [t for t in T_START_CANDIDATES if t < t_max]
     tried = []
     for t in candidates:
-        g = DiffusionMap(net, y01, steps, method=method, t_start=t, mix=mix)
+        g = DiffusionMap(net, y01, steps, method=method, t_start=t, mix=quiet_mix(steps, t) if mix is None else mix)
         rep = measure_gate(g.generate, g.invert(y01), y01)
         tried.append((t, rep))
         if rep.round_trip_db >= MIN_ROUND_TRIP_DB:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from diffiqa.data.image_io import iter_image_files, load_image, save_image
+from diffiqa.enhance.invertible import quiet_mix
 from diffiqa.enhance.map import EnhanceParams, enhance
 from diffiqa.errors import ConfigError
 from diffiqa.io_utils import atomic_path, write_json_atomic
@@ -181,7 +182,9 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
     for path, y in images:
         result = enhance(y.to(dev), net, prior, params, progress=progress, steps=steps, t_start=t_start)
         stem = Path(path).stem
-        report(f"{path}: {result.gate.line()} [map: {map_checkpoint.name}, {params.inversion}, {steps} steps from t {t_start:g}]")
+        mix = params.edict_mix if params.edict_mix is not None else quiet_mix(steps, t_start)
+        report(f"{path}: {result.gate.line()} [map: {map_checkpoint.name}, {params.inversion} (p {mix:g}), "
+               f"{steps} steps from t {t_start:g}]")
         gates[str(path)] = result.gate.as_dict()
         save_image(out / f"{stem}_enhanced.png", result.image[0].permute(1, 2, 0).cpu().numpy())
         traj = pd.DataFrame(result.trajectory)

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffiqa.enhance.gate import GateReport, measure_gate
-from diffiqa.enhance.invertible import DiffusionMap
+from diffiqa.enhance.invertible import DiffusionMap, quiet_mix
 from diffiqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ class EnhanceParams:
     the first step's image change as a PSNR; ``iterations``: trust-region steps;
     ``early_stop_patience``: rejections in a row that stop the loop (0 = never);
     ``steps`` / ``t_start``: the map's chain (null = the restorer's own settings, see
-    ``chain.chain_settings``); ``inversion``: "ddim" | "edict"; ``edict_mix``: EDICT's p;
+    ``chain.chain_settings``); ``inversion``: "ddim" | "edict"; ``edict_mix``: EDICT's p (null = ``invertible.quiet_mix``,
+    the p whose chain passes the least latent noise straight through: ~0.8; the paper's 0.93
+    passes 0.11 of it on 3 steps from t 0.3, benchmarks/RESULTS.md "Enhancement");
     ``max_side``: downscale so the longer side is at most this (0 = full size); ``map``: the
     network G is built from: "packaged" (the unconditional denoiser shipped as
     diffiqa/assets/enhance_map.pt), "restorer" (the conditional restorer, as before), or a
@@ -73,7 +75,7 @@ class EnhanceParams:
     steps: int | None = None
     t_start: float | None = None
     inversion: str = "edict"
-    edict_mix: float = 0.93
+    edict_mix: float | None = None
     seed: int = 0
     gap_steps: int = 4
     max_side: int = 0
@@ -103,6 +105,8 @@ class EnhanceParams:
             raise ConfigError(f"enhance.steps must be >= 1, got {self.steps}")
         if self.t_start is not None and not (isinstance(self.t_start, (int, float)) and 0 < self.t_start <= 1):
             raise ConfigError(f"enhance.t_start must be in (0, 1], got {self.t_start!r}")
+        if self.edict_mix is not None and not (isinstance(self.edict_mix, (int, float)) and 0.5 < self.edict_mix < 1):
+            raise ConfigError(f"enhance.edict_mix must be in (0.5, 1) or null (the quietest), got {self.edict_mix!r}")
         if self.max_side < 0:
             raise ConfigError(f"enhance.max_side must be >= 0 (0 = full size), got {self.max_side}")
         if not isinstance(self.map, str) or not self.map.strip():
@@ -150,11 +154,12 @@ def enhance(y: torch.Tensor, net: torch.nn.Module, prior: torch.nn.Module, param
     net.eval().requires_grad_(False)  # frozen: only z moves
     n_steps = params.steps or steps or 4
     t0 = params.t_start or t_start or 0.3
-    g = DiffusionMap(net, y, n_steps, method=params.inversion, t_start=t0, mix=params.edict_mix,
+    mix = params.edict_mix if params.edict_mix is not None else quiet_mix(n_steps, t0)
+    g = DiffusionMap(net, y, n_steps, method=params.inversion, t_start=t0, mix=mix,
                      use_checkpoint=use_checkpoint)
     z = g.invert(y).detach()
     gate = measure_gate(g.generate, z, y, seed=params.seed)
-    log.debug("%s (%s, %d steps from t %.2f)", gate.line(), params.inversion, n_steps, t0)  # callers print it
+    log.debug("%s (%s, %d steps from t %.2f, p %.2f)", gate.line(), params.inversion, n_steps, t0, mix)  # callers print it
     fid_weight = 1.0 / (2 * params.sigma**2)
 
     def evaluate(zz):
