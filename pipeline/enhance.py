@@ -2,8 +2,10 @@
 
 Params group `enhance`: `dataset` and `images` (paths relative to that dataset's root),
 `scorer_split` (whose model the `diffiqa` prior uses), and the `EnhanceParams` fields
-(`prior` names; two or more = fusion with `weights`; `lam`, `sigma`, `lr`, `iterations`,
-`steps`, `inversion`, early stopping...). Writes outputs/enhance/: `<stem>_enhanced.png`,
+(`prior` names; two or more = fusion with `weights`; `lam`, `sigma`, `iterations`,
+`steps`, `inversion`, `map`: the latent map's network, `packaged` = the shipped unconditional
+denoiser, `restorer` = models/restorer/restorer.pt conditioned on the image, early stopping...;
+the restorer also serves the `restoration_gap` prior). Writes outputs/enhance/: `<stem>_enhanced.png`,
 `trajectory_<stem>.csv` and `.png` per image, `params.json`, and `summary.json`.
 """
 

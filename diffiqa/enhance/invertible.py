@@ -1,19 +1,33 @@
-"""A deterministic, invertible map G: latent z <-> image x, built from the restorer.
+"""A deterministic, invertible map G: latent z <-> image x, built from a diffusion network.
 
-Why the restorer, conditioned on the input y: it is the one diffusion model the project
-already trains (degraded -> pristine pairs), so no second model is needed; and with the
-condition fixed to y, the deterministic chain started from G^-1(y) retraces a path that ends
-at y itself (G(G^-1(y)) ~ y), while moving z moves the output along images the restorer finds
-plausible for that input. The alternative, an unconditional model of pristine crops, would be
-a second network to train and would not know which image it is meant to stay near.
+Which network (``EnhanceParams.map``): by default an *unconditional* denoiser of pristine photos
+(the ``prior_map`` preset, shipped as diffiqa/assets/enhance_map.pt; it sees a zero condition);
+or the restorer conditioned on y. The first version argued for the restorer: the condition
+would keep G near y and an unconditional model "would not know which image to stay near". The
+measurements say otherwise (benchmarks/RESULTS.md "Enhancement", 2026-12-01): the exact
+inversion already pins the start (G(G^-1(y)) = y to > 140 dB with either network) and the
+fidelity term keeps the output near y, while the restorer's output hardly depends on x_t
+(x0 ~ cond + f): on the 3-step chain from t 0.1-0.5 a latent perturbation moves its image by
+0.02-0.03 of the perturbation (gain), against 0.14-0.3 for the unconditional denoiser, whose
+Jacobian is a learned denoising filter, so the move is image structure, not white noise.
+
+EDICT's mixing weight p matters as much as the network: with the tied pair, the chain passes
+a share of any latent perturbation straight to the output whatever the network does
+(``passthrough``: 0.22 per unit on 3 steps from t 0.3 at the paper's p 0.93), and that share
+is white. Where the network's own response is small, it is all the gate sees: the restorer's
+gain on that chain is 0.22 too, with a high-frequency share of 0.84, white noise's.
+``quiet_mix`` picks the p (~0.8) that cancels it.
 
 Two forms, on samplers' time grid ``time_grid(steps, t_start)`` (t_start ... 0; ``t_start``
 < 1 starts the chain partly noised, SDEdit-like; 1 is the full chain):
 - ``"ddim"``: deterministic DDIM (eta = 0, no x0 clipping) sampling, and its first-order
   inversion (``ddim_invert_step``). The latent is (N,3,H,W). Inversion is approximate: eps is
-  evaluated at the wrong end of each step, so the round trip loses a little (measured PSNR).
+  evaluated at the wrong end of each step, so the round trip loses a little (measured PSNR);
+  with an x0-predicting net its first inversion step (from t 0) divides by ~0: round trip
+  8 dB on the unconditional map (measured), so that map is for EDICT only.
 - ``"edict"``: EDICT (Wallace, Gokul & Naik, CVPR 2023): two coupled sequences (x, y) updated
-  in turn, each from the other's noise prediction, then mixed with weight p (0.93). Every
+  in turn, each from the other's noise prediction, then mixed with weight p (the paper's
+  0.93; see above). Every
   update is an affine map whose inverse is written out, so inversion is exact up to float
   rounding. The inverted pair is stored as (x_T, d = y_T - x_T) and the *tied* pair
   (z, z + d) is generated: the optimiser moves one latent z of shape (N,3,H,W), both
@@ -146,14 +160,15 @@ class _ConstantX0(torch.nn.Module):
 def passthrough(steps: int, t_start: float, mix: float) -> float:
     """How much of a latent perturbation the tied EDICT chain (``steps`` from ``t_start``,
     mixing ``mix``) passes straight to its output when the network's x0 does not depend on its
-    input: d output / d z, the same for every pixel (the chain is then affine in z). A
+    input: d output / d z (signed, model units), the same for every pixel (the chain is then
+    affine in z). A
     perturbation passed through keeps its white spectrum, so this is the part of G's response
-    that no network can make structured (measured: 0.11 at the paper's p 0.93 on 3 steps from
+    that no network can make structured (measured: -0.22 at the paper's p 0.93 on 3 steps from
     t 0.3; ~0 near p 0.8)."""
     y = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
     g = DiffusionMap(_ConstantX0(), y, steps, method="edict", t_start=t_start, mix=mix, use_checkpoint=False)
     z = g.invert(y)
-    return float(g.generate(z + 1.0) - g.generate(z)) / 2  # per unit of z, in [0,1] image units per model unit
+    return 2 * float(g.generate(z + 1.0) - g.generate(z))  # model units out per model unit in, like the gate's gain
 
 
 MIX_GRID = tuple(round(0.55 + 0.01 * i, 2) for i in range(45))  # 0.55 ... 0.99

@@ -58,7 +58,7 @@ class EnhanceParams:
     ``steps`` / ``t_start``: the map's chain (null = the restorer's own settings, see
     ``chain.chain_settings``); ``inversion``: "ddim" | "edict"; ``edict_mix``: EDICT's p (null = ``invertible.quiet_mix``,
     the p whose chain passes the least latent noise straight through: ~0.8; the paper's 0.93
-    passes 0.11 of it on 3 steps from t 0.3, benchmarks/RESULTS.md "Enhancement");
+    passes 0.22 of it on 3 steps from t 0.3, benchmarks/RESULTS.md "Enhancement");
     ``max_side``: downscale so the longer side is at most this (0 = full size); ``map``: the
     network G is built from: "packaged" (the unconditional denoiser shipped as
     diffiqa/assets/enhance_map.pt), "restorer" (the conditional restorer, as before), or a
