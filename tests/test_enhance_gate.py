@@ -85,3 +85,26 @@ def test_longest_chain_starts_from_the_restorers_own_and_stops_at_the_first_that
     t, tried = longest_chain(Explodes(), y, steps=2, t_max=1.0)
     assert [tt for tt, _ in tried][:2] == [1.0, 0.7] and t < 0.5
     assert tried[-1][1].round_trip_db >= MIN_ROUND_TRIP_DB
+
+
+def test_gate_numbers_on_the_packaged_enhance_map():
+    """The default map (the unconditional denoiser, its own chain, the quiet EDICT mix) is
+    generative on a real photo; with the paper's p 0.93 the chain's pass-through makes it fail."""
+    from diffiqa.diffusion.training import load_restorer
+    from diffiqa.enhance.chain import chain_settings
+    from diffiqa.enhance.images import PACKAGED_MAP
+    from diffiqa.enhance.invertible import DiffusionMap, quiet_mix
+
+    net, cfg, extra = load_restorer(PACKAGED_MAP)
+    net = net.eval().requires_grad_(False)
+    assert net.conditional is False
+    t, n = chain_settings(cfg, extra)
+    y = _photo(64)
+    reports = {}
+    for p in (quiet_mix(n, t), 0.93):
+        g = DiffusionMap(net, y, steps=n, method="edict", t_start=t, mix=p)
+        reports[p] = measure_gate(g.generate, g.invert(y), y)
+        print(f"p {p}: {reports[p].line()}")
+    quiet, paper = reports[quiet_mix(n, t)], reports[0.93]
+    assert quiet.passed and quiet.round_trip_db >= MIN_ROUND_TRIP_DB and 0.05 < quiet.gain < 2
+    assert not paper.passed and paper.hf_fraction > quiet.hf_fraction + 0.2

@@ -79,7 +79,7 @@ class EnhanceParams:
     seed: int = 0
     gap_steps: int = 4
     max_side: int = 0
-    map: str = "restorer"
+    map: str = "packaged"
 
     def validate(self) -> None:
         if len(self.prior) == 0:
