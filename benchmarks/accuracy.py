@@ -73,10 +73,12 @@ BASELINE_ROWS = {
 BASELINE_MODE = {"lite012_ridge_avg": "average", "lite012_ridge_auto": "auto"}  # else concat
 MODE_WHAT = {"concat": "ridge", "average": "mean of one ridge per backbone",
              "auto": "ridge or mean of one ridge per backbone, the lower 5-fold CV error"}
-KRR_ROWS = {"lite012_krr": ("lite0", "lite1", "lite2"), "lite012_krr_guided": ("lite0", "lite1", "lite2")}
+KRR_ROWS = {n: ("lite0", "lite1", "lite2") for n in ("lite012_krr", "lite012_krr_guided", "lite012_krr_restored",
+                                                      "lite012_krr_noisy")}
 # Rows whose pooled features also hold the guidance differences d - k of the skip path
 # (``DualBranchScorer.pooled_features``): they need restore-cache tiles (tile_features.py --cache).
 GUIDED_KINDS = {"lite012_krr_guided": ("distorted", "restored", "noisy_1", "noisy_2"),
+                "lite012_krr_restored": ("distorted", "restored"), "lite012_krr_noisy": ("distorted", "noisy_1", "noisy_2"),
                 "lite012_ridge_guided": ("distorted", "restored", "noisy_1", "noisy_2")}
 KRR_WHAT = ("frozen {names}: the pooled features of the ridge rows, standardised; RBF kernel ridge, width (x 1/p) "
             "and alpha by 5-fold CV on train+val")
@@ -188,7 +190,7 @@ def run_baseline(name, args, index, splits, tiles) -> dict:
         per_split.append(split_metrics(k, fit.predict(X[test]), mos[test], alpha=fit.alpha, averaged=averaged))
     what = BASELINE_WHAT.format(names=" + ".join(n.capitalize() for n in names), how=MODE_WHAT[mode])
     if name in GUIDED_KINDS:
-        what += "; with the guidance differences d - r, d - n1, d - n2 of the skip path"
+        what += "; with the guidance differences " + ", ".join(f"d - {k}" for k in GUIDED_KINDS[name][1:])
     return {"per_split": per_split, "what": what, "n_features": int(X.shape[1])}
 
 
@@ -230,7 +232,7 @@ def run_krr(name, args, index, splits, tiles) -> dict:
         per_split.append(split_metrics(k, pred, mos[test], gamma=g, alpha=a))
     what = KRR_WHAT.format(names=" + ".join(n.capitalize() for n in names))
     if name in GUIDED_KINDS:
-        what += "; with the guidance differences d - r, d - n1, d - n2 of the skip path"
+        what += "; with the guidance differences " + ", ".join(f"d - {k}" for k in GUIDED_KINDS[name][1:])
     return {"per_split": per_split, "what": what,
             "n_features": int(X.shape[1])}
 
