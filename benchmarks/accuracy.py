@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from diffiqa import metrics  # noqa: E402
 from diffiqa.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
 from diffiqa.scorer import DualBranchScorer, scorer_preset  # noqa: E402
-from diffiqa.training.features import FeatureStore  # noqa: E402
+from diffiqa.training.features import FeatureStore, lazy_zeros  # noqa: E402
 from diffiqa.training.ridge import ridge_blocks  # noqa: E402
 from diffiqa.training.trainer import TrainParams, train_split  # noqa: E402
 
@@ -131,10 +131,12 @@ def filled_store(model: DualBranchScorer, cache: TileCache, tiles_dir: Path) -> 
                 lo, hi = offsets[level - 1], offsets[level]
                 if hi - lo != want[i]:
                     raise SystemExit(f"{backbone} level {level}: stored {hi - lo} channels, model wants {want[i]}")
-                a = np.zeros((2 * n, hi - lo, *arr.shape[-2:]), dtype=np.float16)  # odd slots stay untouched
-                # the backbone compresses cell statistics with a signed log; tile_features stores them raw
-                raw = np.asarray(arr[:, lo:hi], dtype=np.float32)
-                a[0::2] = (np.sign(raw) * np.log1p(np.abs(raw))).astype(np.float16)
+                a = lazy_zeros((2 * n, hi - lo, *arr.shape[-2:]), np.float16)  # odd slots stay untouched (no memory)
+                # the backbone compresses cell statistics with a signed log; tile_features stores them
+                # raw. In blocks of tiles: a whole level in float32 is ~1 GB (the 1280-d head).
+                for b in range(0, n, 64):
+                    raw = np.asarray(arr[b : b + 64, lo:hi], dtype=np.float32)
+                    a[2 * b : 2 * (b + len(raw)) : 2] = (np.sign(raw) * np.log1p(np.abs(raw))).astype(np.float16)
                 layout.append((kind, key, i))
                 arrays.append(a)
     store.layout, store.arrays = layout, arrays

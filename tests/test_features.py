@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -202,3 +203,24 @@ def test_feature_dtype_is_validated():
     with pytest.raises(ConfigError, match="feature_dtype"):
         TrainParams(feature_dtype="bfloat16")
     assert dataclasses.asdict(TrainParams())["cache_features"] is True
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc to read the resident size")
+def test_lazy_zeros_commits_only_written_slots():
+    from diffiqa.training.features import lazy_zeros
+
+    # A (2N, ...) store filled at the even (unflipped) slots only, as training fills it:
+    # with numpy's huge-page advice the odd slots were committed too (2x the memory).
+    a = lazy_zeros((2 * 512, 64 * 1024), np.uint8)  # 64 MiB, 64 KiB slots
+    assert a.shape == (1024, 65536) and a.dtype == np.uint8 and not a.any()
+    before = _rss_bytes()
+    a[0::2] = 1
+    grown = _rss_bytes() - before
+    assert a[0::2].all() and not a[1::2].any()
+    assert grown < 48 * 2**20, f"writing 32 MiB of slots committed {grown / 2**20:.0f} MiB"
+    assert lazy_zeros((0, 3), np.float16).shape == (0, 3)
