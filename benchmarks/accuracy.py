@@ -171,6 +171,13 @@ def row_features(name, args, tiles, n_images, names) -> np.ndarray:
     return pooled_guided(args.tiles, tiles, n_images, [LITE[n] for n in names], kinds)
 
 
+def chosen(splits, args):
+    """(split id, split) of the splits this run computes: all of the first ``--splits``, or
+    ``--only-splits`` of them (one row's splits spread over processes; merge the results.json)."""
+    only = {int(k) for k in args.only_splits.split(",")} if args.only_splits else None
+    return [(k, s) for k, s in enumerate(splits) if only is None or k in only]
+
+
 def split_metrics(k, pred, mos, **extra) -> dict:
     return {"split": k, "srcc": float(metrics.srcc(pred, mos)), "plcc": float(metrics.plcc(pred, mos)), **extra}
 
@@ -184,7 +191,7 @@ def run_baseline(name, args, index, splits, tiles) -> dict:
     blocks = [np.arange(e - p.shape[1], e) for e, p in zip(ends, parts)]
     q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
     per_split = []
-    for k, s in enumerate(splits):
+    for k, s in chosen(splits, args):
         fit_rows = np.asarray(s["train"] + s["val"], dtype=np.int64)
         test = np.asarray(s["test"], dtype=np.int64)
         fit = ridge_blocks(X[fit_rows], q[fit_rows], blocks, folds=5, seed=0, mode=mode)
@@ -227,7 +234,7 @@ def run_krr(name, args, index, splits, tiles) -> dict:
     X = row_features(name, args, tiles, len(index), names)
     q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
     per_split = []
-    for k, s in enumerate(splits):
+    for k, s in chosen(splits, args):
         fit_rows = np.asarray(s["train"] + s["val"], dtype=np.int64)
         test = np.asarray(s["test"], dtype=np.int64)
         pred, g, a = krr_fit_predict(X, q, fit_rows, test)
@@ -249,7 +256,7 @@ def run_classical(name, args, index, splits) -> dict:
     X = baselines.nss_features(index, root, args.out / "work", progress=False)
     q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
     per_split = []
-    for k, s in enumerate(splits):
+    for k, s in chosen(splits, args):
         fit_rows = np.asarray(s["train"] + s["val"], dtype=np.int64)
         test = np.asarray(s["test"], dtype=np.int64)
         folds = fold_ids(len(fit_rows), 5, seed=0)
@@ -277,7 +284,7 @@ def run_model(name, args, index, splits, tiles) -> dict:
     work = args.out / "work" / name
     per_split, store = [], None
     mos = index["mos"].to_numpy(np.float64)
-    for k, s in enumerate(splits):
+    for k, s in chosen(splits, args):
         torch.manual_seed(0)
         if store is None:
             store = filled_store(DualBranchScorer(cfg), cache, args.tiles)
@@ -345,6 +352,7 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", type=int, default=10)
     ap.add_argument("--rows", default="lite0_ridge,lite2_ridge,lite02_ridge,distorted_only")
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--only-splits", default="", help="comma-separated split ids of the first --splits to run (default all)")
     ap.add_argument("--scorer", default="", help="JSON overrides of the cpu scorer preset for the model rows")
     ap.add_argument("--train", default="", help="JSON overrides of TrainParams for the model rows")
     ap.add_argument("--label", default="", help="stored as <row>_<label> (variants of one row side by side)")
