@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from diffiqa.data.demo import DEMO_CONTENTS, DEMO_GRAY_PHOTOS, DEMO_PHOTOS, build_demo, demo_photo
+from diffiqa.data.demo import DEMO_CONTENTS, DEMO_GRAY_PHOTOS, DEMO_KINDS, DEMO_PHOTOS, build_demo, demo_photo, pseudo_mos
 from diffiqa.errors import ConfigError
 
 
@@ -35,3 +35,28 @@ def test_greyscale_content_builds_with_equal_channels(tmp_path):
 def test_n_images_bound_names_the_limit(tmp_path):
     with pytest.raises(ConfigError, match=f"1..{len(DEMO_CONTENTS)}"):
         build_demo(tmp_path, n_images=len(DEMO_CONTENTS) + 1, progress=False)
+
+
+def test_pseudo_mos_is_gaussian_window_ssim_and_falls_with_distortion():
+    from skimage.metrics import structural_similarity
+
+    from diffiqa.data.demo import _square
+    from diffiqa.data.distortions import distort
+
+    pristine = _square(demo_photo("astronaut"), 64)
+    assert pseudo_mos(pristine, pristine) == pytest.approx(100.0)
+    mild, strong = (distort(pristine, "white_noise", lv, np.random.default_rng(0)) for lv in (1, 5))
+    assert pseudo_mos(strong, pristine) < pseudo_mos(mild, pristine) < 100.0
+    # Wang et al.'s Gaussian window, not scikit-image's default 7x7 uniform one (the docs name this one)
+    uniform = 100 * structural_similarity(strong / 255.0, pristine / 255.0, channel_axis=2, data_range=1.0)
+    assert abs(pseudo_mos(strong, pristine) - uniform) > 0.5
+
+
+def test_default_kinds_are_visible_without_the_reference():
+    from diffiqa.data.distortions import DISTORTION_TYPES
+
+    assert set(DEMO_KINDS) <= set(DISTORTION_TYPES) and len(set(DEMO_KINDS)) == len(DEMO_KINDS)
+    # a contrast change cannot be told from the scene's own contrast without the pristine image
+    assert "contrast_change" not in DEMO_KINDS
+    # the enhance stage's demo images (params.yaml) are jpeg and white_noise at level 5
+    assert {"jpeg", "white_noise"} <= set(DEMO_KINDS)
