@@ -204,7 +204,7 @@ def run_baseline(name, args, index, splits, tiles) -> dict:
 
 
 def krr_fit_predict(X, q, fit_rows, test, gammas=tuple(2.0 ** np.arange(-6, 2)),
-                    alphas=tuple(np.logspace(-5, 1, 13)), folds=5):
+                    alphas=tuple(np.logspace(-8, 1, 19)), folds=5):
     """RBF kernel ridge on features standardised on ``fit_rows``: k(x, z) = exp(-g |x - z|² / p),
     (g, alpha) by k-fold CV on ``fit_rows`` -> (test predictions, g, alpha)."""
     from diffiqa.training.ridge import fold_ids
