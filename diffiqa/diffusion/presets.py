@@ -5,6 +5,8 @@ diffiqa/assets/default_restorer.pt), ``paper`` (SR3 sizes for a GPU worker), and
 
 from __future__ import annotations
 
+import dataclasses
+
 from diffiqa.diffusion.checkpoint import RestorerConfig, SamplerSettings
 from diffiqa.diffusion.unet import UNetConfig
 from diffiqa.errors import ConfigError
@@ -71,8 +73,7 @@ def _prior_map() -> RestorerConfig:
     # benchmarks/RESULTS.md "Enhancement"). The cpu preset's layout; it predicts x0 (with a
     # zero condition "residual" would be the same thing), L2, levels t ~ U(0, 0.5): the map's
     # chains start at t_start <= 0.5. Trained by benchmarks/train_prior_map.py.
-    unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), res_blocks=1, attn_resolutions=(),
-                      attn_reference_size=64, dropout=0.0, norm="group", groups=8, stem=2, prediction="x0")
+    unet = dataclasses.replace(_cpu().unet, prediction="x0")
     return RestorerConfig(unet=unet, crop_size=64, batch_size=8, lr=5e-4, steps=100_000, loss="l2",
                           ema_decay=0.999, checkpoint_every=200, seed=0, t_max=0.5, full_range_share=0.0,
                           distorted_start=0.0, mixed_start=0.0, rotate=True, grad_clip=0.0, spike_guard=20.0,

@@ -44,6 +44,8 @@ network's weights are never changed here.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.utils.checkpoint import checkpoint as checkpoint_step
 
@@ -174,6 +176,7 @@ def passthrough(steps: int, t_start: float, mix: float) -> float:
 MIX_GRID = tuple(round(0.55 + 0.01 * i, 2) for i in range(45))  # 0.55 ... 0.99
 
 
+@functools.lru_cache(maxsize=64)  # pure in (steps, t_start); asked again for every image and chain
 def quiet_mix(steps: int, t_start: float) -> float:
     """EDICT's p in ``MIX_GRID`` whose chain passes the least latent noise straight through
     (``passthrough`` closest to 0): then what a latent move does to the image is what the
