@@ -18,7 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER, SamplerSettings, package_restorer  # noqa: E402
+from diffiqa.diffusion.chain import Chain  # noqa: E402
+from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER, package_restorer  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
         s = json.loads(Path(args.pairs_summary).read_text())
         prov["data"] = {k: s[k] for k in ("types", "levels", "type_levels", "augment", "crop_size", "n_train",
                                           "train_images", "heldout_sources", "seed") if k in s}
-    extra = package_restorer(args.src, args.out, SamplerSettings(args.sampler, args.steps, args.t_start), prov)
+    extra = package_restorer(args.src, args.out, Chain(args.sampler, args.steps, 0.0, args.t_start), prov)
     print(f"{args.out}: {extra['steps']} steps, {extra['parameters']:,} parameters, "
           f"chain {args.sampler}-{args.steps} from t={args.t_start:g}")
     return 0

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
         cfg = dataclasses.replace(cfg, use_restored=False, use_noisy=False)
         tiles = pd.read_parquet(args.tiles / "tiles.parquet")
-        attrs = dataclasses.asdict(from_dict(RestoreParams, p.get("restore"), "restore"))
+        attrs = from_dict(RestoreParams, p.get("restore"), "restore").record()
         cache = TileCache(tiles, str(args.tiles), "", attrs)
         torch.manual_seed(0)
         store = filled_store(DualBranchScorer(cfg), cache, args.tiles)

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from diffiqa.data.pairs import load_pairs, make_pairs  # noqa: E402
+from diffiqa.diffusion.chain import Chain, run_chain  # noqa: E402
 from diffiqa.diffusion.checkpoint import load_restorer  # noqa: E402
 from diffiqa.diffusion.evaluation import evaluate_restorer  # noqa: E402
 from diffiqa.diffusion.presets import restorer_preset  # noqa: E402
@@ -116,15 +117,11 @@ def seconds_per_image(net, cfg, size: int, repeats: int = 2) -> float:
     """Wall time of the checkpoint's own chain on one size x size image (best of ``repeats``)."""
     import time
 
-    from diffiqa.diffusion.samplers import sample_chain
-
-    chain = cfg.sampler
     cond = torch.rand(1, 3, size, size) * 2 - 1
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for _state in sample_chain(net, cond, chain.steps, chain.sampler, chain.t_start):
-            pass
+        run_chain(net, cond, cfg.chain)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -216,8 +213,8 @@ def main(argv=None) -> int:
         for spec in args.samplers.split(","):
             sampler, steps = spec.strip().split("-")
             results[f"{spec.strip()}@{t_start:g}"] = evaluate_restorer(
-                net, distorted, pristine, meta, sampler=sampler, steps=int(steps), batch_size=args.batch_size,
-                seed=args.seed, progress=progress, t_start=t_start)
+                net, distorted, pristine, meta, Chain(sampler, int(steps), 0.0, t_start), batch_size=args.batch_size,
+                seed=args.seed, progress=progress)
 
     image_seconds = seconds_per_image(net, cfg, args.image_size) if args.image_size else None
     header = [
@@ -231,7 +228,7 @@ def main(argv=None) -> int:
         f"({meta['source'].nunique()} images not in the training rows; {relabelled} distorted crops identical to "
         f"their pristine crop counted as identity); crops per family: "
         + ", ".join(f"{f} {family_count(next(iter(results.values())), f)}" for f in FAMILIES),
-        f"checkpoint's chain: {cfg.sampler.sampler}-{cfg.sampler.steps} from t={cfg.sampler.t_start:g}"
+        f"checkpoint's chain: {cfg.chain.label()}"
         + (f"; {fmt(image_seconds)} s per {args.image_size}² image on {args.threads} thread(s)" if image_seconds else ""),
     ]
     if trained:

@@ -194,21 +194,17 @@ def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=
     spec = extra.get("restore")
     if not spec:
         raise DiffiqaError(f"{ckpt}: records no restore params (not trained by diffiqa.training?)")
-    restore_params = RestoreParams(
-        crop_size=int(spec["crop_size"]), crops_per_image=int(spec["crops_per_image"]), seed=int(spec["seed"]),
-        sampler=spec["sampler"], steps=int(spec["steps"]), eta=float(spec["eta"]),
-        keep_steps=tuple(int(k) for k in spec["keep_steps"]), dtype=spec["dtype"], batch_size=int(batch_size),
-        t_start=float(spec.get("t_start", 1.0)),  # the cache's chain start (format 2); older caches ran full chains
-        noisy_states=spec.get("noisy_states", "chain"),  # caches before format 3 kept the chain's own states
-        tile=int(spec.get("tile", 0)),
-    )
+    restore_params = RestoreParams.from_record(spec, batch_size)
     if list(getattr(scorer, "kinds_needed", IMAGE_KINDS)) == ["distorted"] and restorer is None:
         # a scorer that reads only the distorted image: nothing to restore (several times faster)
         restorer_path, net = "", None
     else:
         restorer_path = find_restorer(ckpt, extra, restorer)
-        net, _rcfg, _rextra = load_restorer(restorer_path)
-    log.info("diffiqa metric: scorer %s, restorer %s, %d crops of %d px, %s %d steps", ckpt, restorer_path,
-             restore_params.crops_per_image, restore_params.crop_size, restore_params.sampler, restore_params.steps)
+        net, rcfg, _rextra = load_restorer(restorer_path)
+        if restore_params.chain is None:  # a record without a chain: the restorer's own
+            restore_params = restore_params.resolved(rcfg.chain)
+    log.info("diffiqa metric: scorer %s, restorer %s, %d crops of %d px, chain %s", ckpt, restorer_path,
+             restore_params.crops_per_image, restore_params.crop_size,
+             restore_params.chain.label() if restore_params.chain else "none")
     return DiffIQAMetric(scorer.to(device), None if net is None else net.to(device), restore_params, device, batch_size, progress,
                          str(ckpt), str(restorer_path))

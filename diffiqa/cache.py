@@ -33,6 +33,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from diffiqa.diffusion.chain import Chain
 from diffiqa.errors import DiffiqaError, ProvenanceError
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,7 @@ class CacheSpec:
     """Everything the cached pixels depend on; stored as group attributes and verified."""
 
     restorer_sha256: str
-    sampler: str
-    steps: int
-    eta: float
+    chain: Chain
     keep_steps: tuple[int, ...]
     crop_size: int
     crops_per_image: int
@@ -58,7 +57,6 @@ class CacheSpec:
     n_images: int = 0
     index_hash: str = ""
     shard_size: int = 32
-    t_start: float = 1.0
     # What noisy_1/noisy_2 are: "restored" = q(x_t | restored) at t = noise_levels (the
     # paper: 5 and 10 steps before the end of a 50-step chain, t = 0.1, 0.2; one draw per
     # crop from its seeded generator), "chain" = the chain's own states at those levels.
@@ -74,10 +72,23 @@ class CacheSpec:
             raise DiffiqaError(f"shard_size and crop_size must be positive ({self.shard_size}, {self.crop_size})")
 
     def to_attrs(self) -> dict:
+        """Flat plain values, as stored (the chain's fields sit beside the others: stores and
+        scorer checkpoints written before ``Chain`` existed read the same)."""
         d = dataclasses.asdict(self)
+        d.update(d.pop("chain"))
         d["keep_steps"] = list(self.keep_steps)
         d["noise_levels"] = [float(t) for t in self.noise_levels]
         return d
+
+    @classmethod
+    def attr_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls) if f.name != "chain"} | {f.name for f in dataclasses.fields(Chain)}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> CacheSpec:
+        kw = {k: attrs[k] for k in cls.attr_names()}
+        chain = Chain(**{f.name: kw.pop(f.name) for f in dataclasses.fields(Chain)})
+        return cls(chain=chain, **{**kw, "keep_steps": tuple(kw["keep_steps"]), "noise_levels": tuple(kw["noise_levels"])})
 
 
 def _short(v) -> str:
@@ -259,17 +270,14 @@ def _create(path: Path, spec: CacheSpec, rows: np.ndarray, boxes: np.ndarray) ->
 
 
 def _stored_spec(path: Path, attrs: dict) -> CacheSpec:
-    names = {f.name for f in dataclasses.fields(CacheSpec)}
+    names = CacheSpec.attr_names()
     if "format_version" in attrs and attrs["format_version"] != FORMAT_VERSION:
         raise ProvenanceError(f"format_version: store was made with {attrs['format_version']} but this code writes "
                               f"{FORMAT_VERSION} (noisy-state definition recorded since 3); delete {path}")
     missing = sorted(names - set(attrs))
     if missing:
         raise ProvenanceError(f"{path}: not a diffiqa cache or an older format (attributes {missing} missing); delete it")
-    kw = {k: attrs[k] for k in names}
-    kw["keep_steps"] = tuple(kw["keep_steps"])
-    kw["noise_levels"] = tuple(kw["noise_levels"])
-    return CacheSpec(**kw)
+    return CacheSpec.from_attrs(attrs)
 
 
 def _verify(path: Path, stored: CacheSpec, current: CacheSpec) -> None:

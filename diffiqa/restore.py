@@ -13,6 +13,7 @@ streams and other arithmetic), so fill one store on one kind of device.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -27,28 +28,29 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache
+from diffiqa.config import from_dict, to_dict
+from diffiqa.diffusion.chain import Chain, chain_from_record, noisy_states, run_chain
+from diffiqa.diffusion.samplers import REFERENCE_STEPS, to_model_space
 from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
 from diffiqa.errors import ConfigError, DiffiqaError, ImageError
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("ddpm", "ddim")
 NOISY_STATES = ("restored", "chain")
-REFERENCE_STEPS = 50  # keep_steps count steps before the end of the paper's 50-step chain
 TILE_OVERLAP = 32  # pixels shared by neighbouring tiles, blended linearly
 
 
 @dataclass
 class RestoreParams:
+    """How the cache restores (the ``restore`` params group). ``chain`` None = the restorer's
+    own chain (``RestorerConfig.chain``, recorded in its checkpoint; ``resolved``)."""
+
     crop_size: int = 224
     crops_per_image: int = 4  # 0 = tiles of crop_size that cover every pixel (diffiqa.crops.cover_boxes)
     seed: int = 0
-    sampler: str = "ddpm"  # "ddpm" | "ddim"
-    steps: int = 50
-    eta: float = 0.0  # DDIM only
+    chain: Chain | None = None
     keep_steps: tuple[int, ...] = (5, 10)  # noise levels of noisy_1, noisy_2: steps before the end of a 50-step chain
-    t_start: float = 1.0  # 1 = the paper's full chain from noise; < 1 = truncated (SDEdit) chain
     dtype: str = "uint8"  # "uint8" | "float16"
     batch_size: int = 8
     shard_size: int = 32
@@ -56,8 +58,8 @@ class RestoreParams:
     tile: int = 0  # > 0: run the network on overlapping tiles of this side (bounded memory); 0 = whole input
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"restore.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if isinstance(self.chain, dict):  # from params.yaml (from_dict leaves an optional dataclass alone)
+            self.chain = from_dict(Chain, self.chain, "restore.chain")
         if self.noisy_states not in NOISY_STATES:
             raise ConfigError(f"restore.noisy_states must be one of {NOISY_STATES}, got {self.noisy_states!r}")
         if len(self.keep_steps) != 2:
@@ -65,19 +67,38 @@ class RestoreParams:
         if any(not 1 <= k < REFERENCE_STEPS for k in self.keep_steps):
             raise ConfigError(f"restore.keep_steps {list(self.keep_steps)}: each must be in 1..{REFERENCE_STEPS - 1} "
                               f"(steps before the end of a {REFERENCE_STEPS}-step chain)")
-        # "chain" keeps intermediate states of the chain (nearest noise level, see
-        # diffiqa.diffusion.samplers.keep_positions), so it needs >= 2 steps; "restored"
-        # noises the final image and runs with any chain, even one network call.
-        if self.steps < (2 if self.noisy_states == "chain" else 1):
-            raise ConfigError(f"restore.steps={self.steps}: need >= {2 if self.noisy_states == 'chain' else 1} "
-                              f"with noisy_states={self.noisy_states!r}")
         if self.tile < 0 or 0 < self.tile < 2 * TILE_OVERLAP:
             raise ConfigError(f"restore.tile={self.tile}: 0 (no tiling) or >= {2 * TILE_OVERLAP}")
-        if not 0.0 < self.t_start <= 1.0:
-            raise ConfigError(f"restore.t_start must be in (0, 1], got {self.t_start}")
         if self.batch_size < 1 or self.shard_size < 1 or self.crops_per_image < 0:
             raise ConfigError("restore.batch_size and shard_size must be >= 1, crops_per_image >= 0 "
                               "(0 = tiles of crop_size covering the whole image)")
+        # "chain" keeps intermediate states of the chain (nearest noise level, see
+        # diffiqa.diffusion.samplers.keep_positions), so it needs >= 2 steps; "restored"
+        # noises the final image and runs with any chain, even one network call.
+        if self.chain is not None and self.noisy_states == "chain" and self.chain.steps < 2:
+            raise ConfigError(f"restore chain steps={self.chain.steps}: need >= 2 with noisy_states='chain'")
+
+    def resolved(self, restorer_chain: Chain) -> RestoreParams:
+        """These params with ``chain`` None replaced by ``restorer_chain`` (checked again)."""
+        return self if self.chain is not None else dataclasses.replace(self, chain=restorer_chain)
+
+    def record(self) -> dict:
+        """Flat plain values, the cache spec's layout (a scorer checkpoint's ``restore``)."""
+        d = to_dict(self)
+        chain = d.pop("chain")
+        return {**(chain or {}), **d}
+
+    @classmethod
+    def from_record(cls, record: dict, batch_size: int = 8) -> RestoreParams:
+        """The params a cache spec recorded (a scorer checkpoint's ``extra["restore"]``; any
+        format): caches before format 2 ran full chains (t_start 1), before format 3 kept the
+        chain's own states; keys that are not restore params (the restorer's hash, ...) are
+        ignored."""
+        chain = chain_from_record(record) if "sampler" in record else None
+        return cls(crop_size=int(record["crop_size"]), crops_per_image=int(record["crops_per_image"]),
+                   seed=int(record["seed"]), chain=chain, keep_steps=tuple(int(k) for k in record["keep_steps"]),
+                   dtype=record["dtype"], batch_size=int(batch_size), noisy_states=record.get("noisy_states", "chain"),
+                   tile=int(record.get("tile", 0)))
 
 
 def noise_levels(params: RestoreParams) -> tuple[float, ...]:
@@ -87,8 +108,9 @@ def noise_levels(params: RestoreParams) -> tuple[float, ...]:
 
     if params.noisy_states == "restored":
         return tuple(k / REFERENCE_STEPS for k in params.keep_steps)
-    grid = time_grid(params.steps, params.t_start)
-    return tuple(round(grid[i + 1], 6) for i in keep_positions(params.keep_steps, params.steps, params.t_start).values())
+    chain = params.chain
+    grid = time_grid(chain.steps, chain.t_start)
+    return tuple(round(grid[i + 1], 6) for i in keep_positions(params.keep_steps, chain.steps, chain.t_start).values())
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -165,21 +187,24 @@ class TiledNet(torch.nn.Module):
     """``net`` run on overlapping ``tile``-sized windows and blended, so peak memory does not
     grow with the image beyond the image tensors themselves. Inputs no larger than a tile go
     through whole. Each window sees only its own pixels (GroupNorm statistics per window, as
-    on the training crops), so results differ slightly from an untiled call."""
+    on the training crops), so results differ slightly from an untiled call. ``window_starts``
+    and ``blend_weights`` are the window layout ``diffiqa restore`` also blends whole chains with."""
 
     def __init__(self, net, tile: int, overlap: int = TILE_OVERLAP):
         super().__init__()
         self.net, self.tile, self.overlap = net, int(tile), int(overlap)
         self.prediction = getattr(net, "prediction", "eps")
+        self.conditional = getattr(net, "conditional", True)
 
-    def _starts(self, size: int) -> list[int]:
+    def window_starts(self, size: int) -> list[int]:
+        """First pixels of the windows along an axis of ``size`` pixels ([0] if one window fits)."""
         if size <= self.tile:
             return [0]
         stride = self.tile - self.overlap
         starts = list(range(0, size - self.tile, stride)) + [size - self.tile]
         return sorted(set(starts))
 
-    def _ramp(self, size: int, start: int, length: int, device) -> torch.Tensor:
+    def ramp(self, size: int, start: int, length: int, device) -> torch.Tensor:
         """1-D blending weight of a window: linear over the overlap at inner edges, else 1."""
         w = torch.ones(length, device=device)
         ov = min(self.overlap, length // 2)
@@ -190,58 +215,56 @@ class TiledNet(torch.nn.Module):
             w[-ov:] = ramp.flip(0)
         return w
 
+    def blend_weights(self, shape: tuple[int, int], top: int, left: int, device) -> torch.Tensor:
+        """(th, tw) weight of the window at (top, left) of an image of ``shape`` (h, w)."""
+        (h, w), th, tw = shape, min(self.tile, shape[0]), min(self.tile, shape[1])
+        return self.ramp(h, top, th, device)[:, None] * self.ramp(w, left, tw, device)[None, :]
+
     def forward(self, x, cond, gamma):
         h, w = x.shape[-2:]
         if h <= self.tile and w <= self.tile:
             return self.net(x, cond, gamma)
         out = torch.zeros_like(x)
         weight = torch.zeros((1, 1, h, w), device=x.device, dtype=x.dtype)
-        for top in self._starts(h):
-            for left in self._starts(w):
-                th, tw = min(self.tile, h), min(self.tile, w)
+        th, tw = min(self.tile, h), min(self.tile, w)
+        for top in self.window_starts(h):
+            for left in self.window_starts(w):
                 win = (..., slice(top, top + th), slice(left, left + tw))
-                wy = self._ramp(h, top, th, x.device)
-                wx = self._ramp(w, left, tw, x.device)
-                wt = (wy[:, None] * wx[None, :]).to(x.dtype)
+                wt = self.blend_weights((h, w), top, left, x.device).to(x.dtype)
                 out[win] += self.net(x[win], cond[win], gamma) * wt
                 weight[win] += wt
         return out / weight
 
 
-def per_crop_states(net, cond: torch.Tensor, crop_ids, params: RestoreParams, noise: _CropNoise | None = None):
-    """The DDPM / DDIM chain for a batch, every crop's noise from its own generator
-    (``_CropNoise``), in the order the library loop draws it (start, then each stochastic
-    step): for one crop this equals ``diffiqa.diffusion.samplers.sample_chain`` with that
-    generator. Yields ``SamplerState`` like the library samplers."""
+def per_crop_states(net, cond: torch.Tensor, crop_ids, params: RestoreParams):
+    """Every state of the chain for a batch, each crop's noise from its own generator
+    (``_CropNoise``): for one crop, ``samplers.sample_chain`` with that generator."""
     from diffiqa.diffusion.samplers import sample_chain
 
-    noise = noise or _CropNoise(params.seed, crop_ids, cond.shape[1:], cond.device, cond.dtype)
-    if params.tile:
-        net = TiledNet(net, params.tile)
-    return sample_chain(net, cond, params.steps, params.sampler, params.t_start, float(params.eta), draw=noise)
+    chain, noise = params.chain, _CropNoise(params.seed, crop_ids, cond.shape[1:], cond.device, cond.dtype)
+    tiled = TiledNet(net, params.tile) if params.tile else net
+    return sample_chain(tiled, cond, chain.steps, chain.sampler, chain.t_start, float(chain.eta), draw=noise)
 
 
 def sample_crops(net, crops_u8: np.ndarray, crop_ids, params: RestoreParams, device: torch.device) -> dict[str, np.ndarray]:
     """Restore one batch. ``crops_u8`` (n,3,S,S) uint8 → {kind: (n,3,S,S) float32 image space}.
 
-    ``restored`` is in [0,1]. The noisy states are (x+1)/2 of [-1,1] model states, unclipped
-    (a float16 cache keeps their tails; uint8 clips): with ``noisy_states="restored"`` (the
-    paper) q(x_t | restored) at t = k/50 for k in ``keep_steps`` (5, 10 -> t = 0.1, 0.2), one
-    draw per crop from the crop's generator after the chain's draws; with "chain", the
+    Every crop draws its noise from its own generator (``_CropNoise``) in the order the chain
+    draws it (start, each stochastic step, then the noisy states), so for one crop this equals
+    ``run_chain`` with that generator. ``restored`` is in [0,1]. The noisy states are (x+1)/2
+    of [-1,1] model states, unclipped (a float16 cache keeps their tails; uint8 clips): with
+    ``noisy_states="restored"`` (the paper) ``noisy_states`` of the chain's result, q(x_t |
+    restored) at t = k/50 for k in ``keep_steps`` (5, 10 -> t = 0.1, 0.2); with "chain", the
     chain's own states nearest those levels.
     """
-    from diffiqa.diffusion.samplers import noise_to, reference_time, run_and_keep, to_model_space
-
     cond = to_model_space(torch.from_numpy(crops_u8).to(device=device, dtype=torch.float32) / 255.0)
     noise = _CropNoise(params.seed, crop_ids, cond.shape[1:], cond.device, cond.dtype)
-    states = per_crop_states(net, cond, crop_ids, params, noise)
+    tiled = TiledNet(net, params.tile) if params.tile else net
     if params.noisy_states == "chain":
-        final, kept = run_and_keep(states, params.keep_steps, params.steps, params.t_start)
+        final, kept = run_chain(tiled, cond, params.chain, noise, keep=params.keep_steps)
     else:
-        for state in states:
-            final = state.x
-        restored = final.clamp(-1, 1)
-        kept = {k: noise_to(restored, reference_time(k, REFERENCE_STEPS), noise()) for k in params.keep_steps}
+        final = run_chain(tiled, cond, params.chain, noise)
+        kept = noisy_states(final, params.keep_steps, noise)
 
     def image(x):  # [-1,1] model space → [0,1] image space, unclipped on purpose
         return ((x.float() + 1.0) / 2.0).cpu().numpy()
@@ -255,6 +278,17 @@ def sample_crops(net, crops_u8: np.ndarray, crop_ids, params: RestoreParams, dev
     }
 
 
+def cache_spec(params: RestoreParams, checkpoint_path: Path, index_df: pd.DataFrame) -> CacheSpec:
+    """What the cache of ``index_df`` restored with ``params`` (chain resolved) depends on."""
+    return CacheSpec(
+        restorer_sha256=file_sha256(checkpoint_path), chain=params.chain,
+        keep_steps=tuple(int(k) for k in params.keep_steps), crop_size=int(params.crop_size),
+        crops_per_image=int(params.crops_per_image), seed=int(params.seed), dtype=params.dtype,
+        n_images=len(index_df), index_hash=index_hash(index_df), shard_size=int(params.shard_size),
+        noisy_states=params.noisy_states, tile=int(params.tile), noise_levels=noise_levels(params),
+    )
+
+
 def restore_dataset(
     index_df: pd.DataFrame,
     root: str | os.PathLike,
@@ -266,24 +300,22 @@ def restore_dataset(
     device: str | torch.device | None = None,
     create_only: bool = False,
 ) -> dict:
-    """Fill (or finish) the cache at ``store_path`` for ``index_df``'s images under ``root``.
+    """Fill (or finish) the cache at ``store_path`` for ``index_df``'s images under ``root``
+    (``params.chain`` None: the restorer's own chain).
 
     Only shards ``k`` with ``k % shard[1] == shard[0]`` are done by this call;
     ``create_only`` creates/verifies the store and samples nothing (run it once before
     starting shard workers). Returns a summary: crops, shards in total / written now / still
     pending anywhere, crops/s.
     """
+    from diffiqa.diffusion.checkpoint import read_restorer_config
+
     root, store_path, checkpoint_path = Path(root), Path(store_path), Path(checkpoint_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     require_checkpoint(checkpoint_path)
-    spec = CacheSpec(
-        restorer_sha256=file_sha256(checkpoint_path), sampler=params.sampler, steps=int(params.steps),
-        eta=float(params.eta), keep_steps=tuple(int(k) for k in params.keep_steps), t_start=float(params.t_start),
-        crop_size=int(params.crop_size), crops_per_image=int(params.crops_per_image), seed=int(params.seed),
-        dtype=params.dtype, n_images=len(index_df), index_hash=index_hash(index_df),
-        shard_size=int(params.shard_size), noisy_states=params.noisy_states, tile=int(params.tile),
-        noise_levels=noise_levels(params),
-    )
+    if params.chain is None:
+        params = params.resolved(read_restorer_config(checkpoint_path).chain)
+    spec = cache_spec(params, checkpoint_path, index_df)
     rows, boxes = plan_crops(index_df, root, params)
     cache = open_cache(store_path, spec, rows, boxes)
     pending = [] if create_only else cache.pending_shards(*shard)

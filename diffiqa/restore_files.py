@@ -1,7 +1,8 @@
 """``diffiqa restore``: restore image files (not a dataset) and write what the restorer did.
 
-Kept apart from :mod:`diffiqa.restore` (the dataset cache: plan, chain, shards), which this
-module calls for the chain itself (``sample_crops``) and its params (``RestoreParams``).
+Kept apart from :mod:`diffiqa.restore` (the dataset cache: plan, shards), whose
+``sample_crops`` restores an image that fits one window and whose ``RestoreParams`` it takes;
+larger images run ``diffusion.chain.run_chain`` window by window.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from diffiqa.crops import cut_crops
 from diffiqa.data.image_io import load_image
+from diffiqa.diffusion.chain import Chain
 from diffiqa.errors import ConfigError, DiffiqaError
 from diffiqa.restore import RestoreParams, require_checkpoint
 
@@ -95,16 +97,15 @@ def restore_images(
     ``<name>_noisy_2.png`` and ``<name>_strip.png`` (distorted | restored | noisy_1 |
     noisy_2) into ``out_dir``; ``<name>`` is the stem, made distinct when inputs share one
     (``output_names``). ``checkpoint`` None = ``default_restorer()``; ``sampler``, ``steps``,
-    ``t_start`` None = the checkpoint's own chain (``RestorerConfig.sampler``). The noisy
+    ``t_start`` None = the checkpoint's own chain (``RestorerConfig.chain``). The noisy
     states are q(x_t | restored) at t = k/50 (the cache's definition). An image larger than
     ``tile`` pixels (0 = never) is restored window by window and written band by band
     (``restore_bands``, ``_write_bands``): peak memory is the uint8 input plus O(width x tile),
-    flat in image size; one that fits a window is restored whole, as before. Bad arguments
+    flat in image size; one that fits a window is restored whole (``restore_file``). Bad arguments
     (device, output folder, crop) fail before any work.
     Returns one dict per image: source, output paths, size, seconds.
     """
-    from diffiqa.crops import centre_box, stable_key_id
-    from diffiqa.data.image_io import iter_image_files, save_image
+    from diffiqa.data.image_io import iter_image_files
     from diffiqa.devices import resolve_device
     from diffiqa.diffusion.training import load_restorer
     from diffiqa.io_utils import check_output_dir
@@ -120,36 +121,42 @@ def restore_images(
     require_checkpoint(checkpoint)
     net, cfg, _ = load_restorer(checkpoint)
     net = net.to(device).eval()
-    chain = cfg.sampler
-    params = RestoreParams(crop_size=crop or 1, sampler=sampler or chain.sampler, steps=steps or chain.steps,
-                           eta=eta, keep_steps=keep_steps, seed=seed,
-                           t_start=chain.t_start if t_start is None else float(t_start), tile=tile)
+    own = cfg.chain  # what the caller leaves unset comes from the restorer's own chain
+    chain = Chain(sampler=sampler or own.sampler, steps=steps or own.steps, eta=eta,
+                  t_start=own.t_start if t_start is None else float(t_start))
+    params = RestoreParams(crop_size=crop or 1, chain=chain, keep_steps=keep_steps, seed=seed, tile=tile)
     names = output_names(files)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for path, name in tqdm(list(zip(files, names)), unit="image", desc="restore", disable=not progress):
-        t0 = time.perf_counter()
-        image = load_image(path, min_size=crop or 8)
-        if crop:
-            image = cut_crops(image, [centre_box(*image.shape[:2], crop)])[0].transpose(1, 2, 0)
-        k1, k2 = params.keep_steps
-        labels = ["distorted", f"restored ({params.sampler}-{params.steps} from t={params.t_start:g})",
-                  f"noisy_1 (t={k1}/50)", f"noisy_2 (t={k2}/50)"]
-        written = {kind: out_dir / f"{name}_{kind}.png" for kind in (*KINDS, "strip")}
-        # Noise seeded by the file name, so an image's result does not depend on its position.
-        bands = restore_bands(net, image, stable_key_id(path.name), params, device)
-        if one_window(image.shape[:2], params.tile):
-            as_u8 = next(bands)  # the whole image in one band: written as it always was
-            for kind in KINDS:
-                save_image(written[kind], as_u8[kind])
-            _strip(list(zip(labels, [image] + [as_u8[k] for k in KINDS])), written["strip"])
-        else:
-            _write_bands(bands, image, labels, written)
-        seconds = time.perf_counter() - t0
-        log.info("%s -> %s (%.2f s)", path, written["strip"], seconds)
-        results.append({"source": str(path), **{k: str(v) for k, v in written.items()},
-                        "size": list(image.shape[:2]), "seconds": round(seconds, 3)})
-    return results
+    return [restore_file(net, path, out_dir / name, params, crop, device)
+            for path, name in tqdm(list(zip(files, names)), unit="image", desc="restore", disable=not progress)]
+
+
+def restore_file(net, path: Path, out_stem: Path, params: RestoreParams, crop: int | None, device) -> dict:
+    """Restore one image file (or its centred ``crop`` square) and write
+    ``<out_stem>_{restored,noisy_1,noisy_2,strip}.png``; -> source, output paths, size, seconds."""
+    from diffiqa.crops import centre_box, stable_key_id
+    from diffiqa.data.image_io import save_image
+
+    t0 = time.perf_counter()
+    image = load_image(path, min_size=crop or 8)
+    if crop:
+        image = cut_crops(image, [centre_box(*image.shape[:2], crop)])[0].transpose(1, 2, 0)
+    k1, k2 = params.keep_steps
+    labels = ["distorted", f"restored ({params.chain.label()})", f"noisy_1 (t={k1}/50)", f"noisy_2 (t={k2}/50)"]
+    written = {kind: Path(f"{out_stem}_{kind}.png") for kind in (*KINDS, "strip")}
+    # Noise seeded by the file name, so an image's result does not depend on its position.
+    bands = restore_bands(net, image, stable_key_id(path.name), params, device)
+    if one_window(image.shape[:2], params.tile):
+        as_u8 = next(bands)  # the whole image in one band
+        for kind in KINDS:
+            save_image(written[kind], as_u8[kind])
+        _strip(list(zip(labels, [image] + [as_u8[k] for k in KINDS])), written["strip"])
+    else:
+        _write_bands(bands, image, labels, written)
+    seconds = time.perf_counter() - t0
+    log.info("%s -> %s (%.2f s)", path, written["strip"], seconds)
+    return {"source": str(path), **{k: str(v) for k, v in written.items()}, "size": list(image.shape[:2]),
+            "seconds": round(seconds, 3)}
 
 
 # --- restoring one image window by window ------------------------------------------------
@@ -205,14 +212,12 @@ class PositionNoise:
 def restore_window(net, window_u8: np.ndarray, draw, params: RestoreParams, device) -> torch.Tensor:
     """The chain on one (3,h,w) uint8 window with noise ``draw`` -> final state (1,3,h,w) in
     model space, unclamped (what ``sample_crops`` calls ``final``)."""
-    from diffiqa.diffusion.samplers import sample_chain, to_model_space
+    from diffiqa.diffusion.chain import run_chain
+    from diffiqa.diffusion.samplers import to_model_space
 
     cond = to_model_space(torch.from_numpy(np.ascontiguousarray(window_u8)[None]).to(device=device, dtype=torch.float32)
                           / 255.0)
-    final = None
-    for state in sample_chain(net, cond, params.steps, params.sampler, params.t_start, float(params.eta), draw=draw):
-        final = state.x
-    return final
+    return run_chain(net, cond, params.chain, draw)
 
 
 @torch.no_grad()
@@ -229,8 +234,8 @@ def restore_bands(net, image: np.ndarray, key: int, params: RestoreParams, devic
     the uint8 input, memory is O(width x tile), not O(pixels): there is never a full-size
     float copy.
     """
-    from diffiqa.diffusion.samplers import noise_to, reference_time
-    from diffiqa.restore import REFERENCE_STEPS, TiledNet, sample_crops
+    from diffiqa.diffusion.chain import noisy_states
+    from diffiqa.restore import TiledNet, sample_crops
 
     if params.noisy_states != "restored":
         raise ConfigError("diffiqa restore writes noisy_states='restored' only")
@@ -240,8 +245,8 @@ def restore_bands(net, image: np.ndarray, key: int, params: RestoreParams, devic
         yield {kind: _to_u8(got[kind][0]) for kind in KINDS}
         return
     device = torch.device(device)
-    tiler = TiledNet(net, params.tile)  # only for its window positions and blend weights
-    tops, lefts = tiler._starts(h), tiler._starts(w)
+    layout = TiledNet(net, params.tile)  # only for its window positions and blend weights
+    tops, lefts = layout.window_starts(h), layout.window_starts(w)
     th, tw = min(params.tile, h), min(params.tile, w)
     chain_noise = PositionNoise(params.seed, key, 0, (h, w), device)
     kept_noise = [PositionNoise(params.seed, key, s, (h, w), device) for s in (1, 2)]
@@ -253,22 +258,20 @@ def restore_bands(net, image: np.ndarray, key: int, params: RestoreParams, devic
         if grow > 0:
             acc = torch.cat([acc, torch.zeros(3, grow, w, device=device)], 1)
             weight = torch.cat([weight, torch.zeros(grow, w, device=device)], 0)
-        wy = tiler._ramp(h, top, th, device)
         for left in lefts:
             window = image[top:top + th, left:left + tw].transpose(2, 0, 1)
             final = restore_window(net, window, chain_noise.window(top, left, th, tw), params, device)
-            wt = wy[:, None] * tiler._ramp(w, left, tw, device)[None, :]
+            wt = layout.blend_weights((h, w), top, left, device)
             rows, cols = slice(top - band_top, top - band_top + th), slice(left, left + tw)
             acc[:, rows, cols] += final[0].float() * wt
             weight[rows, cols] += wt
         done = tops[r + 1] if r + 1 < len(tops) else h  # rows above the next window row are final
         n = done - band_top
         final = (acc[:, :n] / weight[:n])[None]
-        restored = final.clamp(-1, 1)
         band = {"restored": _to_u8(((final + 1.0) / 2.0).cpu().numpy()[0])}
-        for kind, k, noise in zip(KINDS[1:], params.keep_steps, kept_noise):
-            noisy = noise_to(restored, reference_time(k, REFERENCE_STEPS), noise.window(band_top, 0, n, w)())
-            band[kind] = _to_u8(((noisy + 1.0) / 2.0).cpu().numpy()[0])
+        noisy = noisy_states(final, params.keep_steps, [noise.window(band_top, 0, n, w)() for noise in kept_noise])
+        for kind, k in zip(KINDS[1:], params.keep_steps):
+            band[kind] = _to_u8(((noisy[k] + 1.0) / 2.0).cpu().numpy()[0])
         yield band
         acc, weight, band_top = acc[:, n:].clone(), weight[n:].clone(), done
 

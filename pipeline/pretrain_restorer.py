@@ -2,7 +2,8 @@
 
 Params group `pretrain_restorer`: `preset` (demo | cpu | paper, see
 diffiqa/diffusion/presets.py) with overrides of any `RestorerConfig` field (nested `unet`),
-plus `eval` (sampler and steps used to measure the held-out PSNR/SSIM gain).
+plus `eval` (how many held-out pairs measure the PSNR/SSIM gain of the restorer's own chain,
+`RestorerConfig.chain`).
 Resumes after `kill -9` from data/resume/pretrain_restorer/last.pt; the library owns the
 policy (diffiqa.diffusion.training: same weight-relevant params resume, others start over and
 say so). `init: packaged` starts from the shipped restorer (the `cpu` profile does).
@@ -26,9 +27,6 @@ WORK_DIR = LAYOUT.resume("pretrain_restorer")
 
 @dataclass
 class RestorerEvalParams:
-    sampler: str = "ddim"
-    steps: int = 10
-    t_start: float = 1.0
     max_pairs: int = 256
 
 
@@ -54,12 +52,11 @@ def run_pretrain_restorer(all_params: dict | None = None) -> dict:
     shutil.copyfile(WORK_DIR / "restorer.pt", ckpt.with_suffix(".tmp"))
     ckpt.with_suffix(".tmp").replace(ckpt)
 
-    net, _, _ = load_restorer(ckpt)
+    net, trained, _ = load_restorer(ckpt)
     distorted, pristine, meta = load_pairs(LAYOUT.pairs, heldout=True)
     n = min(len(meta), ev.max_pairs)
     metrics = evaluate_restorer(
-        net, distorted[:n], pristine[:n], meta.iloc[:n], sampler=ev.sampler, steps=ev.steps, seed=cfg.seed,
-        t_start=ev.t_start,
+        net, distorted[:n], pristine[:n], meta.iloc[:n], trained.chain, seed=cfg.seed,
     )
     # `dvc metrics` gets the overall gain; the per-type table goes with the reports.
     write_json_atomic(LAYOUT.restorer_report, metrics)

@@ -1,6 +1,5 @@
 """The Zarr cache contract: create/open/verify, provenance errors, round trips, shard split."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -13,8 +12,12 @@ S = 8
 
 
 def _spec(**kw):
+    from diffiqa.diffusion.chain import Chain
+
+    chain = dict(sampler="ddim", steps=4, eta=0.0)
+    chain.update({k: kw.pop(k) for k in list(kw) if k in ("sampler", "steps", "eta", "t_start")})
     base = dict(
-        restorer_sha256="3fa2" + "0" * 60, sampler="ddim", steps=4, eta=0.0, keep_steps=(1, 2),
+        restorer_sha256="3fa2" + "0" * 60, chain=Chain(**chain), keep_steps=(1, 2),
         crop_size=S, crops_per_image=2, seed=0, dtype="uint8", n_images=5, index_hash="abc",
         shard_size=4,
     )
@@ -73,7 +76,7 @@ def test_provenance_mismatch_names_both_values(tmp_path, field, value, stored_te
     path = tmp_path / "c.zarr"
     open_cache(path, _spec(), rows, boxes)
     with pytest.raises(ProvenanceError) as e:
-        open_cache(path, dataclasses.replace(_spec(), **{field: value}), rows, boxes)
+        open_cache(path, _spec(**{field: value}), rows, boxes)
     msg = str(e.value)
     assert msg.startswith(field + ":")
     assert stored_text in msg and current_text in msg and str(path) in msg
@@ -169,10 +172,11 @@ def test_losing_a_creation_race_keeps_the_winners_store(tmp_path):
 def test_as_stored_is_what_a_cache_hands_back(tmp_path, dtype):
     """Scoring new images reuses the cache's own encoding (one place): as_stored == write + read."""
     from diffiqa.cache import IMAGE_KINDS, CacheSpec, as_stored, open_cache
+    from diffiqa.diffusion.chain import Chain
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-0.2, 1.2, size=(2, 3, 8, 8)).astype(np.float32)  # noisy states leave [0,1]
-    spec = CacheSpec(restorer_sha256="ab" * 32, sampler="ddim", steps=2, eta=0.0, keep_steps=(5, 10), crop_size=8,
+    spec = CacheSpec(restorer_sha256="ab" * 32, chain=Chain("ddim", 2, 0.0), keep_steps=(5, 10), crop_size=8,
                      crops_per_image=1, seed=0, n_images=2, shard_size=2, dtype=dtype)
     cache = open_cache(tmp_path / "c.zarr", spec, [0, 1], [(0, 0, 8, 8)] * 2)
     cache.write_shard(0, {k: x for k in IMAGE_KINDS})

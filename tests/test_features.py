@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache, read_cache
+from diffiqa.diffusion.chain import Chain
 from diffiqa.errors import ConfigError
 from diffiqa.scorer import DualBranchScorer, scorer_preset
 from diffiqa.training import features
@@ -26,7 +27,7 @@ def make_cache(path, index_df):
     n = len(index_df)
     rows = np.repeat(np.arange(n), CROPS)
     boxes = np.array([(i % 3, i % 5, S, S) for i in range(len(rows))], dtype=np.int32)
-    spec = CacheSpec(restorer_sha256="cd" * 32, sampler="ddim", steps=4, eta=0.0, keep_steps=(1, 2), crop_size=S,
+    spec = CacheSpec(restorer_sha256="cd" * 32, chain=Chain("ddim", 4, 0.0), keep_steps=(1, 2), crop_size=S,
                      crops_per_image=CROPS, seed=0, n_images=n, shard_size=8)
     cache = open_cache(path, spec, rows, boxes)
     rng = np.random.default_rng(3)

@@ -17,12 +17,14 @@ from diffiqa.cache import IMAGE_KINDS, read_cache
 from diffiqa.crops import crop_boxes, cut_crops
 from diffiqa.data.image_io import save_image
 from diffiqa.errors import ImageError, ProvenanceError
+from diffiqa.config import to_dict
+from diffiqa.diffusion.chain import Chain
 from diffiqa.restore import RestoreParams, restore_dataset
 
 WORKER = Path(__file__).resolve().parent / "restore_worker.py"
 S = 8
 # 6 images x 2 crops = 12 crops in 4 shards of 3; batches of 2 cut across shard ends.
-PARAMS = dict(crop_size=S, crops_per_image=2, seed=3, sampler="ddpm", steps=10, keep_steps=(5, 10),
+PARAMS = dict(crop_size=S, crops_per_image=2, seed=3, chain=Chain("ddpm", 10), keep_steps=(5, 10),
               batch_size=2, shard_size=3)
 
 
@@ -83,7 +85,7 @@ def dataset(tmp_path_factory):
 def _job(dataset, store, shard=(0, 1), delay_s=0.0, **overrides) -> Path:
     d = dataset["dir"]
     job = {"index_csv": str(d / "index.csv"), "root": str(d / "root"), "store": str(store),
-           "checkpoint": str(dataset["ckpt"]), "params": {**PARAMS, **overrides}, "shard": list(shard),
+           "checkpoint": str(dataset["ckpt"]), "params": to_dict(RestoreParams(**{**PARAMS, **overrides})), "shard": list(shard),
            "delay_s": delay_s}
     path = Path(str(store) + f".job{shard[0]}.json")
     path.write_text(json.dumps(job))
@@ -170,7 +172,7 @@ def test_provenance_checked_against_checkpoint_and_params(dataset, tmp_path):
                         RestoreParams(**PARAMS), progress=False, device="cpu")
     with pytest.raises(ProvenanceError, match="steps: store was made with 10 but the current value is 12"):
         restore_dataset(dataset["index"], dataset["dir"] / "root", dataset["ref"], dataset["ckpt"],
-                        RestoreParams(**{**PARAMS, "steps": 12}), progress=False, device="cpu")
+                        RestoreParams(**{**PARAMS, "chain": Chain("ddpm", 12)}), progress=False, device="cpu")
 
 
 @pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.5)])
@@ -181,7 +183,7 @@ def test_per_crop_noise_matches_library_sampler(dataset, sampler, eta):
     from diffiqa.restore import crop_seed, per_crop_states
 
     net = load_restorer(dataset["ckpt"])[0].eval()
-    params = RestoreParams(**{**PARAMS, "sampler": sampler, "eta": eta, "steps": 5})
+    params = RestoreParams(**{**PARAMS, "chain": Chain(sampler, 5, eta)})
     cond = torch.rand(3, 3, S, S) * 2 - 1
     ours = [st.x for st in per_crop_states(net, cond, [4, 9, 1], params)]
     g = torch.Generator().manual_seed(crop_seed(params.seed, 9))
@@ -269,14 +271,13 @@ def test_restore_images_same_result_in_any_order(dataset, tmp_path):
 
 
 def _ckpt_with_chain(path: Path, sampler="ddim", steps=1, t_start=0.3) -> Path:
-    from diffiqa.diffusion.checkpoint import SamplerSettings
     from diffiqa.diffusion.training import RestorerConfig, save_restorer
     from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 
     torch.manual_seed(0)
     unet = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(), attn_reference_size=S,
                       dropout=0.0, norm="group", groups=4, stem=2, prediction="residual")
-    cfg = RestorerConfig(unet=unet, sampler=SamplerSettings(sampler=sampler, steps=steps, t_start=t_start))
+    cfg = RestorerConfig(unet=unet, chain=Chain(sampler=sampler, steps=steps, t_start=t_start))
     save_restorer(path, ConditionalUNet(unet), cfg)
     return path
 
@@ -364,7 +365,7 @@ def test_tiled_net_matches_a_pointwise_net_and_bounds_windows():
 def test_noisy_states_are_the_restoration_noised_to_the_kept_levels(dataset, tmp_path):
     from diffiqa.diffusion.schedule import cosine_alpha_bar
 
-    params = RestoreParams(**{**PARAMS, "dtype": "float16", "sampler": "ddim", "steps": 2, "t_start": 0.3})
+    params = RestoreParams(**{**PARAMS, "dtype": "float16", "chain": Chain("ddim", 2, t_start=0.3)})
     restore_dataset(dataset["index"], dataset["dir"] / "root", tmp_path / "n.zarr", dataset["ckpt"], params,
                     progress=False, device="cpu")
     c = read_cache(tmp_path / "n.zarr")
@@ -376,5 +377,5 @@ def test_noisy_states_are_the_restoration_noised_to_the_kept_levels(dataset, tmp
         assert abs(eps.mean()) < 0.1 and 0.85 < eps.std() < 1.15  # float16 storage adds a little
     with pytest.raises(ProvenanceError, match="noisy_states: store was made with restored but the current value is chain"):
         restore_dataset(dataset["index"], dataset["dir"] / "root", tmp_path / "n.zarr", dataset["ckpt"],
-                        RestoreParams(**{**PARAMS, "dtype": "float16", "sampler": "ddim", "steps": 2, "t_start": 0.3,
+                        RestoreParams(**{**PARAMS, "dtype": "float16", "chain": Chain("ddim", 2, t_start=0.3),
                                          "noisy_states": "chain"}), progress=False, device="cpu")

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from diffiqa.data.image_io import load_image, save_image
+from diffiqa.diffusion.chain import Chain
 from diffiqa.errors import OutputError
 
 S = 8
@@ -16,14 +17,13 @@ S = 8
 
 def _restorer(path: Path, sampler: str = "ddpm", steps: int = 2, t_start: float = 0.3) -> Path:
     """A tiny random restorer whose own chain is (sampler, steps, t_start)."""
-    from diffiqa.diffusion.checkpoint import SamplerSettings
     from diffiqa.diffusion.training import RestorerConfig, save_restorer
     from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 
     torch.manual_seed(0)
     unet = UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(), attn_reference_size=S,
                       dropout=0.0, norm="group", groups=4, prediction="residual")
-    save_restorer(path, ConditionalUNet(unet), RestorerConfig(unet=unet, sampler=SamplerSettings(sampler, steps, t_start)))
+    save_restorer(path, ConditionalUNet(unet), RestorerConfig(unet=unet, chain=Chain(sampler, steps, t_start=t_start)))
     return path
 
 
@@ -37,8 +37,7 @@ def _params(ckpt: Path, tile: int):
     from diffiqa.restore import RestoreParams
 
     net, cfg, _ = load_restorer(ckpt)
-    c = cfg.sampler
-    return net.eval(), RestoreParams(crop_size=1, sampler=c.sampler, steps=c.steps, t_start=c.t_start, tile=tile)
+    return net.eval(), RestoreParams(crop_size=1, chain=cfg.chain, tile=tile)
 
 
 def _strip_panels(path: Path, w: int) -> list[np.ndarray]:
@@ -89,11 +88,11 @@ def test_multi_window_image_equals_the_per_window_computation(tmp_path):
     noise = PositionNoise(params.seed, key, 0, (150, 100))
     windows = 0
     with torch.no_grad():
-        for top in tiler._starts(150):
-            for left in tiler._starts(100):
+        for top in tiler.window_starts(150):
+            for left in tiler.window_starts(100):
                 final = restore_window(net, image[top:top + 64, left:left + 64].transpose(2, 0, 1),
                                        noise.window(top, left, 64, 64), params, "cpu")
-                wt = tiler._ramp(150, top, 64, "cpu")[:, None] * tiler._ramp(100, left, 64, "cpu")[None, :]
+                wt = tiler.ramp(150, top, 64, "cpu")[:, None] * tiler.ramp(100, left, 64, "cpu")[None, :]
                 acc[:, top:top + 64, left:left + 64] += final[0] * wt
                 weight[top:top + 64, left:left + 64] += wt
                 windows += 1
@@ -127,7 +126,7 @@ def test_pointwise_net_gives_the_same_image_tiled_or_whole():
 
     net, h, w = Pointwise(), 130, 90
     image = np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    params = RestoreParams(crop_size=1, sampler="ddpm", steps=3, t_start=0.5, tile=64, seed=5)
+    params = RestoreParams(crop_size=1, chain=Chain("ddpm", 3, t_start=0.5), tile=64, seed=5)
     bands = list(restore_bands(net, image, 42, params, "cpu"))
     assert len(bands) > 1 and all(len(b["restored"]) <= 64 for b in bands)
     final = restore_window(net, image.transpose(2, 0, 1), PositionNoise(5, 42, 0, (h, w)).window(0, 0, h, w), params, "cpu")

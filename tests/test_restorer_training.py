@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffiqa.diffusion.chain import Chain
 from diffiqa.diffusion.checkpoint import RestorerConfig, load_restorer, save_restorer
 from diffiqa.diffusion.presets import restorer_preset
 from diffiqa.diffusion.training import crop_batch, diffusion_loss, train_restorer
@@ -148,13 +149,13 @@ def test_evaluate_restorer_reports_gain_per_type(sampler):
     distorted, pristine = tiny_pairs(n=4, size=16)
     meta = pd.DataFrame({"distortion": ["noise", "blur", "noise", "blur"]})
     net = OracleRestorer(torch.from_numpy(pristine).float() / 127.5 - 1)
-    res = evaluate_restorer(net, distorted, pristine, meta, sampler=sampler, steps=4, batch_size=4, progress=False)
+    res = evaluate_restorer(net, distorted, pristine, meta, Chain(sampler, 4), batch_size=4, progress=False)
     assert set(res["per_distortion"]) == {"noise", "blur"} and res["overall"]["n"] == 4
     assert res["overall"]["psnr_gain"] > 10 and res["overall"]["ssim_gain"] > 0
     assert res["per_distortion"]["noise"]["psnr_restored"] > 40
     assert res["crops_per_s"] > 0
     with pytest.raises(ConfigError, match="sampler"):
-        evaluate_restorer(net, distorted, pristine, meta, sampler="euler", progress=False)
+        evaluate_restorer(net, distorted, pristine, meta, Chain("euler"), progress=False)
 
 
 def test_noise_levels_and_start_states_follow_the_config():
@@ -195,17 +196,17 @@ def test_rotations_are_aligned():
 
 
 def test_package_restorer_from_a_train_state_is_float16_with_provenance(tmp_path):
-    from diffiqa.diffusion.checkpoint import SamplerSettings, package_restorer
+    from diffiqa.diffusion.checkpoint import package_restorer
 
     cfg = tiny_cfg(steps=3, checkpoint_every=3)
     train_restorer(None, tmp_path / "run", cfg, progress=False, pairs=tiny_pairs())
-    extra = package_restorer(tmp_path / "run" / "last.pt", tmp_path / "pkg.pt", SamplerSettings("ddim", 2, 0.2),
+    extra = package_restorer(tmp_path / "run" / "last.pt", tmp_path / "pkg.pt", Chain("ddim", 2, t_start=0.2),
                              {"data": {"n_train": 6}})
     assert extra["steps"] == 3 and extra["ema"] and extra["data"] == {"n_train": 6}
     raw = torch.load(tmp_path / "pkg.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
     net, got, _ = load_restorer(tmp_path / "pkg.pt")
-    assert got.sampler == SamplerSettings("ddim", 2, 0.2)
+    assert got.chain == Chain("ddim", 2, t_start=0.2)
     ema, _, _ = load_restorer(tmp_path / "run" / "restorer.pt")  # the EMA weights training wrote
     for (k, a), b in zip(net.state_dict().items(), ema.state_dict().values()):
         if a.is_floating_point():
@@ -228,15 +229,16 @@ def test_zero_steps_from_init_reproduces_the_init_weights(tmp_path):
 
 
 def test_checkpoints_without_a_recorded_chain_get_the_legacy_one(tmp_path):
-    from diffiqa.diffusion.checkpoint import LEGACY_CHAIN, PACKAGED_RESTORER
+    from diffiqa.diffusion.chain import LEGACY_CHAIN
+    from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER
 
     cfg = tiny_cfg()
     save_restorer(tmp_path / "r.pt", ConditionalUNet(cfg.unet), cfg)
     raw = torch.load(tmp_path / "r.pt", weights_only=True)
-    del raw["config"]["sampler"]
+    del raw["config"]["chain"]
     torch.save(raw, tmp_path / "old.pt")
-    assert load_restorer(tmp_path / "old.pt")[1].sampler == LEGACY_CHAIN
-    assert load_restorer(tmp_path / "r.pt")[1].sampler == cfg.sampler
+    assert load_restorer(tmp_path / "old.pt")[1].chain == LEGACY_CHAIN
+    assert load_restorer(tmp_path / "r.pt")[1].chain == cfg.chain
     assert PACKAGED_RESTORER.is_file()
 
 

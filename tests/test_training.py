@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache, read_cache
+from diffiqa.diffusion.chain import Chain
 
 S = 8  # crop size
 CROPS = 3  # crops per image
@@ -76,7 +77,7 @@ def make_cache(path: Path, index_df: pd.DataFrame, sha: str = "ab" * 32) -> Path
     n = len(index_df)
     rows = np.repeat(np.arange(n), CROPS)
     boxes = np.array([(i % 4, 2 * (i % 3), S, S) for i in range(len(rows))], dtype=np.int32)
-    spec = CacheSpec(restorer_sha256=sha, sampler="ddim", steps=4, eta=0.0, keep_steps=(1, 2), crop_size=S,
+    spec = CacheSpec(restorer_sha256=sha, chain=Chain("ddim", 4, 0.0), keep_steps=(1, 2), crop_size=S,
                      crops_per_image=CROPS, seed=0, n_images=n, shard_size=8)
     cache = open_cache(path, spec, rows, boxes)
     rng = np.random.default_rng(1)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from diffiqa.config import from_dict, to_dict
+from diffiqa.diffusion.chain import Chain, chain_from_record
 from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 from diffiqa.errors import ConfigError, DiffiqaError
 from diffiqa.io_utils import atomic_path
@@ -18,27 +19,6 @@ FORMAT_VERSION = 1
 KIND = "diffiqa-restorer"
 # The shipped default restorer (float16 storage; see benchmarks/RESULTS.md "Restorer").
 PACKAGED_RESTORER = Path(__file__).resolve().parent.parent / "assets" / "default_restorer.pt"
-
-
-@dataclass
-class SamplerSettings:
-    """A restorer's default chain: ``sampler`` (ddim | ddpm) with ``steps`` network calls from
-    ``t_start`` (1 = from pure noise, < 1 = from the distorted image noised to t_start)."""
-
-    sampler: str = "ddim"
-    steps: int = 10
-    t_start: float = 1.0
-
-    def __post_init__(self):
-        if self.sampler not in ("ddim", "ddpm"):
-            raise ConfigError(f"sampler={self.sampler!r}: expected 'ddim' or 'ddpm'")
-        if self.steps < 1 or not 0.0 < self.t_start <= 1.0:
-            raise ConfigError(f"sampler steps={self.steps}, t_start={self.t_start}: need steps >= 1, t_start in (0, 1]")
-
-
-# Checkpoints written before restorers recorded their chain get the chain the packaged one (the
-# 1600-step cpu eps U-Net) was measured best with and its cache ran (benchmarks/RESULTS.md).
-LEGACY_CHAIN = SamplerSettings(sampler="ddim", steps=3, t_start=0.1)
 
 
 @dataclass
@@ -62,8 +42,9 @@ class RestorerConfig:
     this multiple of the median of the previous 50 (a net without normalisation layers met one
     batch with a loss 10^4 x the usual and never recovered from its update). init: "" (random weights),
     a restorer checkpoint path, or "packaged" (the shipped default restorer) to start from;
-    its network shape must match ``unet``. sampler: the chain this restorer is meant to run
-    (recorded in the checkpoint; ``diffiqa restore`` uses it by default).
+    its network shape must match ``unet``. chain: the chain this restorer is meant to run
+    (recorded in the checkpoint; the restore cache, ``diffiqa restore`` and the held-out
+    evaluation run it unless told otherwise).
 
     conditional: False trains an *unconditional* denoiser of pristine crops: the condition
     input is all zeros (model space) in training and in every consumer (``load_restorer`` sets
@@ -90,7 +71,7 @@ class RestorerConfig:
     grad_clip: float = 0.0
     spike_guard: float = 0.0
     init: str = ""
-    sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings())
+    chain: Chain = field(default_factory=Chain)
     conditional: bool = True
 
     def __post_init__(self):
@@ -106,6 +87,18 @@ class RestorerConfig:
         if not self.conditional and (self.distorted_start or self.mixed_start):
             raise ConfigError(f"conditional=False with distorted_start={self.distorted_start}, mixed_start="
                               f"{self.mixed_start}: an unconditional net starts from the pristine crop only; set both to 0")
+
+
+def config_from_record(record: dict, where: str) -> RestorerConfig:
+    """A checkpoint's or train state's ``config`` dict -> ``RestorerConfig``. Records written
+    before the chain had its own type hold it as ``sampler`` ({sampler, steps, t_start}), the
+    oldest none at all (-> ``LEGACY_CHAIN``, the one fallback)."""
+    record = dict(record)
+    if "chain" not in record:
+        record["chain"] = chain_from_record(record.pop("sampler", None))
+    elif isinstance(record["chain"], dict):
+        record["chain"] = chain_from_record(record["chain"])
+    return from_dict(RestorerConfig, record, where=where)
 
 
 def save_restorer(path: str | Path, net: torch.nn.Module, cfg: RestorerConfig, extra: dict | None = None) -> None:
@@ -125,8 +118,8 @@ def save_restorer(path: str | Path, net: torch.nn.Module, cfg: RestorerConfig, e
         torch.save(ckpt, tmp)
 
 
-def load_restorer(path: str | Path, map_location="cpu") -> tuple[ConditionalUNet, RestorerConfig, dict[str, Any]]:
-    """-> (net in eval mode, RestorerConfig, extra). Errors name the file and the problem."""
+def _read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A restorer checkpoint's dict, checked (kind, format). Errors name the file and the problem."""
     p = Path(path)
     if not p.is_file():
         raise DiffiqaError(f"{p}: restorer checkpoint not found (train one with the pretrain_restorer stage)")
@@ -138,13 +131,22 @@ def load_restorer(path: str | Path, map_location="cpu") -> tuple[ConditionalUNet
         raise DiffiqaError(f"{p}: not a diffiqa restorer checkpoint (kind={ckpt.get('kind') if isinstance(ckpt, dict) else None!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise DiffiqaError(f"{p}: format_version {ckpt.get('format_version')} (this code reads {FORMAT_VERSION})")
-    cfg = from_dict(RestorerConfig, ckpt["config"], where=f"{p}:config")
-    if "sampler" not in ckpt["config"]:
-        cfg.sampler = LEGACY_CHAIN
+    return ckpt
+
+
+def load_restorer(path: str | Path, map_location="cpu") -> tuple[ConditionalUNet, RestorerConfig, dict[str, Any]]:
+    """-> (net in eval mode, RestorerConfig, extra). Errors name the file and the problem."""
+    ckpt = _read_checkpoint(path, map_location)
+    cfg = config_from_record(ckpt["config"], where=f"{path}:config")
     net = ConditionalUNet(cfg.unet)
     net.load_state_dict(ckpt["state_dict"])
     net.conditional = cfg.conditional  # consumers feed a zero condition when False (see condition_for)
     return net.eval(), cfg, ckpt.get("extra", {})
+
+
+def read_restorer_config(path: str | Path) -> RestorerConfig:
+    """The config a restorer checkpoint records (its chain included), without building the net."""
+    return config_from_record(_read_checkpoint(path)["config"], where=f"{path}:config")
 
 
 def condition_for(net, cond: torch.Tensor) -> torch.Tensor:
@@ -153,10 +155,10 @@ def condition_for(net, cond: torch.Tensor) -> torch.Tensor:
     return cond if getattr(net, "conditional", True) else torch.zeros_like(cond)
 
 
-def package_restorer(src: str | Path, dst: str | Path, sampler: SamplerSettings | None = None,
+def package_restorer(src: str | Path, dst: str | Path, chain: Chain | None = None,
                      provenance: dict | None = None) -> dict:
     """Write a shippable restorer: float16 weights, its config (with the chain it is meant to
-    run, ``sampler``, when given) and provenance (``extra``: steps, data, date, ... plus
+    run, ``chain``, when given) and provenance (``extra``: steps, data, date, ... plus
     ``provenance``). ``src``: a restorer checkpoint or a training state (``last.pt``; its EMA
     weights when it has them). Returns the written ``extra``."""
     src = Path(src)
@@ -175,9 +177,9 @@ def package_restorer(src: str | Path, dst: str | Path, sampler: SamplerSettings 
         extra = {"steps": int(ckpt["step"]), "ema": bool(ema)}
     else:
         raise DiffiqaError(f"{src}: not a diffiqa restorer checkpoint or training state (kind={ckpt.get('kind')!r})")
-    cfg = from_dict(RestorerConfig, ckpt["config"], where=f"{src}:config")
-    if sampler is not None:
-        cfg.sampler = sampler
+    cfg = config_from_record(ckpt["config"], where=f"{src}:config")
+    if chain is not None:
+        cfg.chain = chain
     net = ConditionalUNet(cfg.unet)
     net.load_state_dict(state)  # checks the shapes before anything is written
     half = {k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in net.state_dict().items()}

@@ -11,25 +11,17 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm.auto import tqdm
 
-from diffiqa.diffusion.samplers import ddim_sample, ddpm_sample, to_image_space
+from diffiqa.diffusion.chain import Chain, run_chain
+from diffiqa.diffusion.samplers import generator_noise, to_image_space, to_model_space
 from diffiqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
-SAMPLERS = ("ddim", "ddpm")
 
 
-def restore_batch(
-    net, distorted01: torch.Tensor, sampler: str = "ddim", steps: int = 10, generator=None, t_start: float = 1.0
-) -> torch.Tensor:
-    """(N,3,H,W) float in [0,1] -> restored (N,3,H,W) float in [0,1] (final sampler state)."""
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler={sampler!r}: expected one of {SAMPLERS}")
-    cond = distorted01 * 2 - 1
-    sample = ddim_sample if sampler == "ddim" else ddpm_sample
-    states = sample(net, cond, steps, generator=generator, t_start=t_start)
-    for state in states:
-        final = state.x
-    return to_image_space(final)
+def restore_batch(net, distorted01: torch.Tensor, chain: Chain, generator=None) -> torch.Tensor:
+    """(N,3,H,W) float in [0,1] -> restored (N,3,H,W) float in [0,1] (final chain state, clamped)."""
+    cond = to_model_space(distorted01)
+    return to_image_space(run_chain(net, cond, chain, generator_noise(cond, generator) if generator is not None else None))
 
 
 def _scores(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -60,15 +52,16 @@ def _summary(df: pd.DataFrame) -> dict:
 
 
 def evaluate_restorer(
-    net, distorted: np.ndarray, pristine: np.ndarray, meta: pd.DataFrame, sampler: str = "ddim", steps: int = 10,
-    batch_size: int = 16, seed: int = 0, progress: bool = True, device=None, t_start: float = 1.0,
+    net, distorted: np.ndarray, pristine: np.ndarray, meta: pd.DataFrame, chain: Chain,
+    batch_size: int = 16, seed: int = 0, progress: bool = True, device=None,
 ) -> dict:
     """PSNR/SSIM of restored vs pristine and of distorted vs pristine, overall and per type.
 
     distorted, pristine: (N,3,S,S) uint8; meta: DataFrame with a ``distortion`` column,
     row i <-> arrays[i]. Noise is drawn from a generator seeded by (seed, batch index), so the
     result does not depend on what ran before. Returns {"overall": {...}, "per_distortion":
-    {type: {...}}, "crops_per_s" (sampling only), "sampler", "steps"}; each summary holds n,
+    {type: {...}}, "crops_per_s" (sampling only), "sampler", "steps", "t_start"} (``chain``'s);
+    each summary holds n,
     psnr/ssim of distorted and restored (means) and their gains (restored - distorted).
     """
     if len(distorted) != len(pristine) or len(distorted) != len(meta):
@@ -78,11 +71,11 @@ def evaluate_restorer(
     rows = []
     sampling_seconds = 0.0
     batches = range(0, len(distorted), batch_size)
-    for b, start in enumerate(tqdm(batches, disable=not progress, desc=f"eval {sampler}-{steps}", unit="batch")):
+    for b, start in enumerate(tqdm(batches, disable=not progress, desc=f"eval {chain.sampler}-{chain.steps}", unit="batch")):
         d = distorted[start : start + batch_size]
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
         t0 = time.perf_counter()
-        restored = restore_batch(net, torch.from_numpy(d).float().to(device) / 255, sampler, steps, gen, t_start)
+        restored = restore_batch(net, torch.from_numpy(d).float().to(device) / 255, chain, gen)
         restored = (restored * 255).round().to(torch.uint8).cpu().numpy()
         sampling_seconds += time.perf_counter() - t0
         for i in range(len(d)):
@@ -95,12 +88,12 @@ def evaluate_restorer(
                          "mse_restored": float(np.mean((restored[i].astype(np.float64) - p) ** 2))})
     df = pd.DataFrame(rows)
     result = {
-        "sampler": sampler,
-        "t_start": t_start,
-        "steps": steps,
+        "sampler": chain.sampler,
+        "t_start": chain.t_start,
+        "steps": chain.steps,
         "overall": _summary(df),
         "per_distortion": {k: _summary(g) for k, g in df.groupby("distortion", sort=True)},
         "crops_per_s": len(df) / sampling_seconds if sampling_seconds else None,
     }
-    log.info("restorer %s-%d: %s", sampler, steps, result["overall"])
+    log.info("restorer %s: %s", chain.label(), result["overall"])
     return result

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from diffiqa.diffusion.checkpoint import RestorerConfig, SamplerSettings
+from diffiqa.diffusion.chain import Chain
+from diffiqa.diffusion.checkpoint import RestorerConfig
 from diffiqa.diffusion.unet import UNetConfig
 from diffiqa.errors import ConfigError
 
@@ -20,7 +21,7 @@ def _demo() -> RestorerConfig:
     return RestorerConfig(unet=unet, crop_size=32, batch_size=16, lr=2e-4, steps=400, loss="l1",
                           ema_decay=0.0, checkpoint_every=100, seed=0, t_max=0.35, full_range_share=0.2,
                           distorted_start=0.5, mixed_start=0.25, rotate=True,
-                          sampler=SamplerSettings(sampler="ddim", steps=2, t_start=0.2))
+                          chain=Chain(sampler="ddim", steps=2, t_start=0.2))
 
 
 def _cpu() -> RestorerConfig:
@@ -51,7 +52,7 @@ def _cpu() -> RestorerConfig:
     return RestorerConfig(unet=unet, crop_size=64, batch_size=8, lr=5e-4, steps=100_000, loss="l2",
                           ema_decay=0.999, checkpoint_every=200, seed=0, t_max=0.1, full_range_share=0.0,
                           distorted_start=0.9, mixed_start=0.1, rotate=True, grad_clip=0.0, spike_guard=20.0,
-                          sampler=SamplerSettings(sampler="ddim", steps=2, t_start=0.05))
+                          chain=Chain(sampler="ddim", steps=2, t_start=0.05))
 
 
 def _paper() -> RestorerConfig:
@@ -62,7 +63,7 @@ def _paper() -> RestorerConfig:
                       attn_reference_size=128, dropout=0.2, norm="batch", groups=32)
     return RestorerConfig(unet=unet, crop_size=64, batch_size=16, lr=1e-4, steps=500_000, loss="l1",
                           ema_decay=0.9999, checkpoint_every=5000, seed=0,
-                          sampler=SamplerSettings(sampler="ddpm", steps=50, t_start=1.0))
+                          chain=Chain(sampler="ddpm", steps=50, t_start=1.0))
 
 
 def _prior_map() -> RestorerConfig:
@@ -77,7 +78,7 @@ def _prior_map() -> RestorerConfig:
     return RestorerConfig(unet=unet, crop_size=64, batch_size=8, lr=5e-4, steps=100_000, loss="l2",
                           ema_decay=0.999, checkpoint_every=200, seed=0, t_max=0.5, full_range_share=0.0,
                           distorted_start=0.0, mixed_start=0.0, rotate=True, grad_clip=0.0, spike_guard=20.0,
-                          conditional=False, sampler=SamplerSettings(sampler="ddim", steps=3, t_start=0.3))
+                          conditional=False, chain=Chain(sampler="ddim", steps=3, t_start=0.3))
 
 
 PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper, "prior_map": _prior_map}

@@ -3,15 +3,16 @@
 Each sampler is a generator taking ``net`` as an argument: ``net(x_t, cond, gamma)`` returns
 eps, x0 or x0 - cond as ``net.prediction`` says (``predict`` converts; ``EpsNet`` wraps a net
 for code that wants eps). ``time_grid`` and ``sample_chain`` are the one time grid and the one
-loop; everything else (cache, enhancement, benchmarks) calls them.
-It yields a ``SamplerState`` after every step, so the caller writes what it keeps
+loop; ``diffiqa.diffusion.chain.run_chain`` runs a chain to its end through them for every
+caller (cache, files, evaluation, priors, the enhancement's map, benchmarks).
+The loop yields a ``SamplerState`` after every step, so the caller writes what it keeps
 (``run_and_keep``: the final image and the states k steps before the end). Everything is
 in model space [-1, 1]: ``cond``, ``x`` and ``x0_pred``; convert with ``to_model_space`` /
 ``to_image_space`` at the edges.
 
 The single steps (``ddpm_step``, ``ddim_step``, ``ddim_invert_step``) are plain functions
 that keep autograd on, so gradient-based enhancement can differentiate through one DDIM
-step; the generators wrap them in ``torch.no_grad()``.
+step; ``sample_chain`` wraps them in ``torch.no_grad()`` unless asked for gradients.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint as checkpoint_step
 
 from diffiqa.diffusion.schedule import add_noise, cosine_alpha_bar, sampling_timesteps
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # keep_steps are given as positions in the paper's 50-step DDPM chain.
 REFERENCE_STEPS = 50
+SAMPLERS = ("ddpm", "ddim")
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,6 @@ def predict(net, cond, x, t, clip_x0: bool = False):
     return eps, x0, ab
 
 
-_predict = predict  # the old private name
-
 
 class EpsNet(torch.nn.Module):
     """Any restorer seen as an eps-network: ``EpsNet(net)(x_t, cond, gamma) -> eps``.
@@ -110,7 +111,7 @@ def ddim_step(net, cond, x, t, t_next, eta: float = 0.0, noise=None, clip_x0: bo
     ``eta`` = 0 is deterministic; ``eta`` = 1 matches the DDPM posterior variance. ``noise``
     (N,3,H,W) is used when eta > 0 (drawn with ``torch.randn_like`` if None).
     """
-    eps, x0, ab = _predict(net, cond, x, t, clip_x0)
+    eps, x0, ab = predict(net, cond, x, t, clip_x0)
     ab_next = cosine_alpha_bar(t_next).to(x.device, x.dtype)
     sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp_min(0).sqrt()
     x_next = ab_next.sqrt() * x0 + (1 - ab_next - sigma**2).clamp_min(0).sqrt() * eps
@@ -124,7 +125,7 @@ def ddpm_step(net, cond, x, t, t_next, noise=None, clip_x0: bool = True):
 
     -> (x_next, x0_pred). At ``t_next = 0`` the variance is 0 and x_next = x0_pred.
     """
-    _, x0, ab = _predict(net, cond, x, t, clip_x0)
+    _, x0, ab = predict(net, cond, x, t, clip_x0)
     ab_next = cosine_alpha_bar(t_next).to(x.device, x.dtype)
     alpha = ab / ab_next  # the one-step alpha between the two grid points
     beta = 1 - alpha
@@ -143,7 +144,7 @@ def ddim_invert_step(net, cond, x, t, t_next, clip_x0: bool = False, refine_iter
     converging to the exact inverse of ``ddim_step(x_next, t_next -> t)`` for a smooth net
     (one extra network call per iteration).
     """
-    eps, x0, ab = _predict(net, cond, x, t, clip_x0)
+    eps, x0, ab = predict(net, cond, x, t, clip_x0)
     ab_next = cosine_alpha_bar(t_next).to(x.device, x.dtype)
     x_next = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
     for _ in range(refine_iters):
@@ -160,8 +161,6 @@ def time_grid(num_steps: int, t_start: float = 1.0) -> list[float]:
     return sampling_timesteps(num_steps, t_start).tolist() + [0.0]
 
 
-_grid = time_grid
-
 
 def start_state(cond: torch.Tensor, noise: torch.Tensor, t_start: float = 1.0) -> torch.Tensor:
     """The chain's first state: pure noise for the full chain (t_start = 1, the paper), else
@@ -174,17 +173,19 @@ def start_state(cond: torch.Tensor, noise: torch.Tensor, t_start: float = 1.0) -
 
 def sample_chain(
     net, cond, num_steps: int, sampler: str = "ddim", t_start: float = 1.0, eta: float = 0.0, draw=None,
-    x_T=None, clip_x0: bool = True,
+    x_T=None, clip_x0: bool = True, grad: bool = False, checkpoint: bool = True,
 ) -> Iterator[SamplerState]:
     """The sampler loop: ``num_steps`` states of a DDPM or DDIM chain on ``time_grid``.
 
     cond (N,3,H,W) in [-1,1]. ``draw()`` -> (N,3,H,W) standard normal noise, called first for
     the start state (unless ``x_T`` is given) and then once per step of a stochastic chain
     (DDPM, or DDIM with eta > 0), in that order; callers that need per-crop streams pass
-    their own (``diffiqa.restore``). Default: ``torch.randn_like``.
+    their own (``diffiqa.restore``). Default: ``torch.randn_like``. ``grad`` False runs each
+    step under ``torch.no_grad()``; True keeps autograd, with each step checkpointed
+    (``torch.utils.checkpoint``) when ``checkpoint`` and autograd is enabled.
     """
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     draw = draw or (lambda: torch.randn_like(cond))
     ts = time_grid(num_steps, t_start)
     if x_T is not None:
@@ -194,17 +195,26 @@ def sample_chain(
     else:
         x = start_state(cond, draw(), t_start)
     stochastic = sampler == "ddpm" or eta > 0
+
+    def step(x, i, noise):  # cond by closure: checkpointing saves only x per step
+        if sampler == "ddpm":
+            return ddpm_step(net, cond, x, ts[i], ts[i + 1], noise=noise, clip_x0=clip_x0)
+        return ddim_step(net, cond, x, ts[i], ts[i + 1], eta=eta, noise=noise, clip_x0=clip_x0)
+
     for i in range(num_steps):
-        with torch.no_grad():
-            noise = draw() if stochastic else None
-            if sampler == "ddpm":
-                x, x0 = ddpm_step(net, cond, x, ts[i], ts[i + 1], noise=noise, clip_x0=clip_x0)
-            else:
-                x, x0 = ddim_step(net, cond, x, ts[i], ts[i + 1], eta=eta, noise=noise, clip_x0=clip_x0)
+        noise = draw() if stochastic else None
+        if not grad:
+            with torch.no_grad():
+                x, x0 = step(x, i, noise)
+        elif checkpoint and torch.is_grad_enabled():
+            x, x0 = checkpoint_step(step, x, i, noise, use_reentrant=False)
+        else:
+            x, x0 = step(x, i, noise)
         yield SamplerState(i, ts[i + 1], x, x0)
 
 
-def _generator_draw(cond, generator):
+def generator_noise(cond, generator):
+    """``draw()`` for ``sample_chain`` / ``run_chain``: noise of cond's shape from ``generator``."""
     return lambda: torch.randn(cond.shape, generator=generator, device=cond.device, dtype=cond.dtype)
 
 
@@ -213,7 +223,7 @@ def ddpm_sample(
 ) -> Iterator[SamplerState]:
     """Ancestral sampling, num_steps states; cond (N,3,H,W) in [-1,1]; x_T default N(0,I)
     (or, with ``t_start`` < 1, the condition noised to ``t_start``: see ``start_state``)."""
-    return sample_chain(net, cond, num_steps, "ddpm", t_start, 0.0, _generator_draw(cond, generator), x_T, clip_x0)
+    return sample_chain(net, cond, num_steps, "ddpm", t_start, 0.0, generator_noise(cond, generator), x_T, clip_x0)
 
 
 def ddim_sample(
@@ -221,7 +231,7 @@ def ddim_sample(
     t_start: float = 1.0,
 ) -> Iterator[SamplerState]:
     """DDIM sampling on the ``time_grid(num_steps, t_start)`` grid, num_steps states."""
-    return sample_chain(net, cond, num_steps, "ddim", t_start, eta, _generator_draw(cond, generator), x_T, clip_x0)
+    return sample_chain(net, cond, num_steps, "ddim", t_start, eta, generator_noise(cond, generator), x_T, clip_x0)
 
 
 def noise_to(x0: torch.Tensor, t: float, noise: torch.Tensor) -> torch.Tensor:
@@ -244,7 +254,7 @@ def ddim_invert(
     same num_steps (and ``clip_x0=False``) retraces the path back to approximately x0;
     ``refine_iters`` > 0 makes each step the exact inverse of the DDIM step, up to the
     fixed-point tolerance (see ``ddim_invert_step``)."""
-    ts = _grid(num_steps)[::-1]
+    ts = time_grid(num_steps)[::-1]
     x = x0
     for i in range(num_steps):
         with torch.no_grad():

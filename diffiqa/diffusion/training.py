@@ -32,7 +32,7 @@ __all__ = ["RestorerConfig", "diffusion_loss", "train_restorer", "save_restorer"
 log = logging.getLogger(__name__)
 TRAIN_STATE_KIND = "diffiqa-restorer-train-state"
 # Changing these between a run and its resume changes nothing the weights depend on.
-RESUME_FREE_KEYS = ("steps", "checkpoint_every", "num_workers", "sampler")
+RESUME_FREE_KEYS = ("steps", "checkpoint_every", "num_workers", "chain", "sampler")  # "sampler": the chain's old key
 # Fields added after train states were first written, with the value older states trained with.
 ADDED_DEFAULTS = {"conditional": True}
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 
 from diffiqa.diffusion import samplers
+from diffiqa.diffusion.chain import LEGACY_CHAIN
 
-DEFAULT_T_START = 0.3  # when the restorer records no sampler settings of its own
-DEFAULT_STEPS = 4
 
 
 def time_grid(steps: int, t_start: float = 1.0) -> list[float]:
@@ -71,28 +70,8 @@ def affine_up(eps, cond, x_next, t, t_next):
 
 
 def chain_settings(cfg=None, extra: dict | None = None) -> tuple[float, int]:
-    """(t_start, steps) of the restorer's own chain: ``cfg.sampler`` (a ``RestorerConfig``
-    that records its sampler settings), else ``extra["sampler"]`` / ``extra["t_start"]``,
-    else (DEFAULT_T_START, DEFAULT_STEPS). ``extra["steps"]`` is the *training* step count,
-    never used."""
-    extra = extra or {}
-    rec = getattr(cfg, "sampler", None)
-    if rec is not None and hasattr(rec, "t_start"):
-        t, n = rec.t_start, getattr(rec, "steps", None)
-    else:
-        sampler = extra.get("sampler") if isinstance(extra.get("sampler"), dict) else {}
-        t = sampler.get("t_start", extra.get("t_start"))
-        n = sampler.get("steps", extra.get("sampler_steps"))
-    try:
-        t = float(t) if t is not None else DEFAULT_T_START
-        n = int(n) if n is not None else DEFAULT_STEPS
-    except (TypeError, ValueError):
-        return DEFAULT_T_START, DEFAULT_STEPS
-    if not 0 < t <= 1 or n < 1:
-        return DEFAULT_T_START, DEFAULT_STEPS
-    return t, n
-
-
-def ddim_step_clipped(net, cond, x, t, t_next):
-    """One deterministic DDIM step with x0 clipped to [-1, 1], as restoration samples it."""
-    return samplers.ddim_step(net, cond, x, t, t_next, eta=0.0, clip_x0=True)[0]
+    """(t_start, steps) of the restorer's own chain, ``cfg.chain`` (``load_restorer`` gives a
+    checkpoint that records none ``LEGACY_CHAIN``, the one fallback, as it does without
+    ``cfg``). ``extra`` is not read: its ``steps`` is the *training* step count."""
+    chain = getattr(cfg, "chain", None) or LEGACY_CHAIN
+    return chain.t_start, chain.steps

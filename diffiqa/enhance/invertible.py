@@ -49,9 +49,10 @@ import functools
 import torch
 from torch.utils.checkpoint import checkpoint as checkpoint_step
 
+from diffiqa.diffusion.chain import Chain, run_chain
 from diffiqa.diffusion.checkpoint import condition_for
 from diffiqa.diffusion.samplers import to_model_space
-from diffiqa.enhance.chain import affine_down, affine_up, ddim_down, ddim_up, eps_at, time_grid
+from diffiqa.enhance.chain import affine_down, affine_up, ddim_up, eps_at, time_grid
 from diffiqa.errors import ConfigError
 
 METHODS = ("ddim", "edict")
@@ -90,9 +91,6 @@ class DiffusionMap:
         self.tie = None  # EDICT: d = y_T - x_T of the inverted pair
 
     # -- one step each way -------------------------------------------------------------
-    def _ddim_down(self, x, i):
-        return ddim_down(self.net, self.cond, x, self.ts[i], self.ts[i + 1])
-
     def _edict_down(self, pair, i):
         x, y = pair[0], pair[1]
         t, t_next, p = self.ts[i], self.ts[i + 1], self.mix
@@ -128,23 +126,24 @@ class DiffusionMap:
         return pair[0]
 
     def _start(self, z: torch.Tensor) -> torch.Tensor:
-        if self.method == "ddim":
-            return z
         if self.tie is None:
             raise ConfigError("EDICT map: call invert() first (it fixes the tie between the pair)")
         return torch.stack([z, z + self.tie])
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """G: latent (N,3,H,W) -> (N,3,H,W) image space, (x+1)/2 *unclamped* (clamp where pixels are needed)."""
-        step = self._ddim_down if self.method == "ddim" else self._edict_down
+        if self.method == "ddim":  # the restore chain from the latent, x0 unclipped (invertible)
+            chain = Chain(sampler="ddim", steps=self.steps, eta=0.0, t_start=self.t_start)
+            x = run_chain(self.net, self.cond, chain, grad=True, start=z, clip_x0=False, checkpoint=self.use_checkpoint)
+            return (x + 1) / 2
+        step = self._edict_down
         state = self._start(z)
         for i in range(self.steps):
             if self.use_checkpoint and torch.is_grad_enabled():
                 state = checkpoint_step(step, state, i, use_reentrant=False)
             else:
                 state = step(state, i)
-        x = state if self.method == "ddim" else state[0]
-        return (x + 1) / 2
+        return (state[0] + 1) / 2
 
 
 class _ConstantX0(torch.nn.Module):

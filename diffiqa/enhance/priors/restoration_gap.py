@@ -5,17 +5,16 @@ steps) conditioned on x, on the restorer's own chain: from x noised to ``t_start
 fixed seeded noise (so Q is a function of x alone), or from that noise alone at t_start = 1.
 A pristine image is a fixed point of a good restorer (gap ~ 0); a degraded one is moved.
 Gradients flow through the start state and the condition of every sampler step (each step
-checkpointed). The grid, the start state and the steps are samplers' (via ``enhance.chain``).
+checkpointed). The chain is ``diffusion.chain.run_chain``, the one every restoration runs.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint as checkpoint_step
 
-from diffiqa.diffusion.samplers import start_state, to_image_space, to_model_space
-from diffiqa.enhance.chain import ddim_step_clipped, time_grid
+from diffiqa.diffusion.chain import Chain, run_chain
+from diffiqa.diffusion.samplers import to_image_space, to_model_space
 
 
 class RestorationGapPrior(nn.Module):
@@ -36,15 +35,8 @@ class RestorationGapPrior(nn.Module):
         cond = to_model_space(images)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         noise = torch.randn(images.shape, generator=gen, dtype=torch.float32).to(images.device, images.dtype)
-        x = start_state(cond, noise, self.t_start)
-        ts = time_grid(self.steps, self.t_start)
-
-        def step(x, cond, i):
-            return ddim_step_clipped(self.net, cond, x, ts[i], ts[i + 1])
-
-        for i in range(self.steps):
-            x = checkpoint_step(step, x, cond, i, use_reentrant=False) if torch.is_grad_enabled() else step(x, cond, i)
-        return to_image_space(x)
+        chain = Chain(sampler="ddim", steps=self.steps, eta=0.0, t_start=self.t_start)
+        return to_image_space(run_chain(self.net, cond, chain, noise, grad=True))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         gap = (self.restore(images) - images).square().sum(1).mean((-2, -1))
