@@ -379,3 +379,17 @@ def test_noisy_states_are_the_restoration_noised_to_the_kept_levels(dataset, tmp
         restore_dataset(dataset["index"], dataset["dir"] / "root", tmp_path / "n.zarr", dataset["ckpt"],
                         RestoreParams(**{**PARAMS, "dtype": "float16", "chain": Chain("ddim", 2, t_start=0.3),
                                          "noisy_states": "chain"}), progress=False, device="cpu")
+
+
+def test_params_without_a_chain_run_the_restorers_own(dataset, tmp_path):
+    """`restore.chain` left out (the profiles' way): the cache runs and records the chain the
+    restorer's checkpoint names, pixel for pixel as if it had been written out."""
+    from diffiqa.diffusion.checkpoint import read_restorer_config
+
+    own = read_restorer_config(dataset["ckpt"]).chain
+    for name, chain in (("implicit", None), ("explicit", own)):
+        restore_dataset(dataset["index"], dataset["dir"] / "root", tmp_path / f"{name}.zarr", dataset["ckpt"],
+                        RestoreParams(**{**PARAMS, "chain": chain}), progress=False, device="cpu")
+    a, b = read_cache(tmp_path / "implicit.zarr"), read_cache(tmp_path / "explicit.zarr")
+    assert a.spec == b.spec and a.spec.chain == own
+    np.testing.assert_array_equal(a.read("restored", slice(None)), b.read("restored", slice(None)))
