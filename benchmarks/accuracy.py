@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from diffiqa import metrics  # noqa: E402
 from diffiqa.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
 from diffiqa.scorer import DualBranchScorer, scorer_preset  # noqa: E402
-from diffiqa.training.features import FeatureStore, lazy_zeros  # noqa: E402
+from diffiqa.training.features import FeatureStore, lazy_zeros, remember_store  # noqa: E402
 from diffiqa.training.ridge import ridge_blocks  # noqa: E402
 from diffiqa.training.trainer import TrainParams, train_split  # noqa: E402
 
@@ -288,8 +288,9 @@ def run_model(name, args, index, splits, tiles) -> dict:
         torch.manual_seed(0)
         if store is None:
             store = filled_store(DualBranchScorer(cfg), cache, args.tiles)
+            remember_store(store, DualBranchScorer(cfg))  # train_split reads it as the cache's feature store
         r = train_split(cache, index, s, k, cfg, tp, out_path=work / f"split-{k}.pt", work_dir=work / "resume",
-                        progress=False, store=store)
+                        progress=False)
         from diffiqa.scorer import load_scorer
         from diffiqa.training.features import predict_images_from_features
 

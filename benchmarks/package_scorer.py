@@ -85,9 +85,14 @@ def main(argv=None) -> int:
             raise SystemExit(f"{args.tiles}: tiles are not the cache's crops")
         torch.manual_seed(0)
         store = filled_store(DualBranchScorer(cfg), cache, args.tiles)
+    if store is not None:  # train_split reads it as the cache's feature store
+        from diffiqa.training.features import remember_store
+
+        torch.manual_seed(0)
+        remember_store(store, DualBranchScorer(cfg))
     tmp = args.work / "all.pt"
     train_split(cache, index, split, 0, cfg, tp, tmp, args.work / "resume",
-                restorer_path=str(args.restorer or ""), store=store)
+                restorer_path=str(args.restorer or ""))
     model, cfg, extra = load_scorer(tmp)
     extra.update(
         trained_on=f"all {len(index)} images of {args.prepared} ({datetime.now(timezone.utc).date()}), "

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 import zarr
 from zarr.codecs import BloscCodec
 
@@ -339,3 +340,25 @@ def read_cache(path: str | os.PathLike, require_complete: bool = True) -> Cache:
         pending = len(cache.pending_shards())
         raise DiffiqaError(f"{p}: restore not finished ({pending}/{cache.n_shards} shards pending); rerun restore")
     return cache
+
+
+# --- reading whole images back ------------------------------------------------------------
+def crops_by_row(cache: Cache, rows: Sequence[int]) -> list[np.ndarray]:
+    """For each index row, its cached crop indices (ascending). Missing rows raise, naming the row."""
+    wanted = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(cache.rows, kind="stable")
+    sorted_rows = cache.rows[order]
+    lo = np.searchsorted(sorted_rows, wanted, side="left")
+    hi = np.searchsorted(sorted_rows, wanted, side="right")
+    out = []
+    for r, a, b in zip(wanted, lo, hi):
+        if a == b:
+            raise DiffiqaError(f"{cache.path}: index row {int(r)} has no cached crops; rerun restore")
+        out.append(np.sort(order[a:b]))
+    return out
+
+
+def read_crops(cache: Cache, crop_ids: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The four kinds of crops ``crop_ids`` as (n,3,S,S) float32 tensors in [0,1] image space."""
+    ids = np.asarray(crop_ids, dtype=np.int64)
+    return {kind: torch.from_numpy(np.ascontiguousarray(cache.read(kind, ids))) for kind in IMAGE_KINDS}

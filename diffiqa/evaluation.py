@@ -25,9 +25,8 @@ from tqdm.auto import tqdm
 from diffiqa.cache import IMAGE_KINDS, Cache, read_cache
 from diffiqa.errors import ConfigError, DiffiqaError, ProvenanceError
 from diffiqa.io_utils import write_json_atomic, write_text_atomic
-from diffiqa.devices import resolve_device  # noqa: F401  (re-exported: callers import it from here)
-from diffiqa.prediction import mos_mapping, predict_crops, predict_images, quality_to_mos  # noqa: F401
-from diffiqa.training.datasets import crops_by_row, read_crops  # noqa: F401
+from diffiqa.devices import resolve_device
+from diffiqa.prediction import mos_mapping, predict_images, quality_to_mos
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Scores of cached images, and the quality <-> MOS mapping: what training and evaluation share.
 
-Kept apart from :mod:`diffiqa.evaluation` (metrics, reports) so that the trainer can use it
-without importing the evaluation, and the evaluation can import the training datasets
-without a cycle.
+Kept apart from :mod:`diffiqa.evaluation` (metrics, reports) so that the trainer uses it
+without importing the evaluation; it reads the cache only (``diffiqa.cache``), never the
+training package.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from diffiqa.cache import IMAGE_KINDS, Cache
-from diffiqa.training.datasets import crops_by_row, read_crops
+from diffiqa.cache import IMAGE_KINDS, Cache, crops_by_row, read_crops
 
 
 def mos_mapping(index_df: pd.DataFrame) -> dict:

@@ -112,7 +112,7 @@ def plot_curves(curves_csvs: Sequence, png) -> Path | None:
 
 def plot_crop_grid(cache, examples: list[tuple[int, str]], png) -> Path:
     """One row per (index row, label): the first cached crop of that image, all four kinds."""
-    from diffiqa.training.datasets import crops_by_row, read_crops
+    from diffiqa.cache import crops_by_row, read_crops
 
     plt = _pyplot()
     fig, axes = plt.subplots(len(examples), 4, figsize=(8, 2.1 * len(examples)), dpi=110, squeeze=False)

@@ -14,7 +14,8 @@ from diffiqa.diffusion.chain import Chain
 from diffiqa.errors import ConfigError
 from diffiqa.scorer import DualBranchScorer, scorer_preset
 from diffiqa.training import features
-from diffiqa.training.datasets import TrainCropDataset, crops_by_row, read_crops
+from diffiqa.cache import crops_by_row, read_crops
+from diffiqa.training.datasets import TrainCropDataset
 from diffiqa.training.trainer import TrainParams, train_split
 from tests.test_training import make_index
 
@@ -191,7 +192,7 @@ def test_exact_resume_with_cached_features(data, tmp_path):
     p = params(epochs=3, feature_dtype="float16")
     full = train_split(cache_path, index, split_a(), 0, cfg, p, tmp_path / "full.pt", tmp_path / "w1", progress=False)
     cut = train_split(cache_path, index, split_a(), 0, cfg, p, tmp_path / "cut.pt", tmp_path / "w2", progress=False,
-                      stop_after_epochs=1)
+                      max_seconds=0)  # stops after its first epoch
     assert cut["finished"] is False
     resumed = train_split(cache_path, index, split_a(), 0, cfg, p, tmp_path / "cut.pt", tmp_path / "w2",
                           progress=False)

@@ -157,3 +157,39 @@ def test_skip_blocks_are_the_columns_of_each_skip_backbone():
     assert len(blocks[0]) == 2 * lite0 and blocks[0][:lite0].tolist() == list(range(lite0))
     with pytest.raises(ConfigError, match="skip_fit"):
         _params(skip_fit="stack")
+
+
+def test_parts_add_up_and_heads_at_gain_zero_are_not_run():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = TinyScorer(TinyScorerConfig(skip_kinds=("distorted", "restored"))).eval()
+    x = {k: torch.rand(2, 3, 32, 32) for k in ("distorted", "restored", "noisy_1", "noisy_2")}
+    feats = model.encode(x)
+    parts = model.forward_parts(feats)
+    for g in (1.0, 0.5):
+        model.head_gain = g
+        torch.testing.assert_close(model.forward_features(feats)["score"], parts["skip"] + g * parts["branches"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a head at gain 0 was run")
+
+    model.head_gain = 0.0
+    model.vcg.forward = model.vda.forward = refuse
+    assert model.kinds_needed == ["distorted", "restored"]  # the branches' inputs are not asked for
+    assert set(model.forward_parts(feats)) == {"skip"}
+    torch.testing.assert_close(model(**x), parts["skip"])
+
+
+def test_the_packaged_scorer_does_not_run_its_zero_weight_heads():
+    from diffiqa.api import DEFAULT_SCORER
+    from diffiqa.scorer import load_scorer
+
+    torch.set_num_threads(1)
+    model, cfg, _ = load_scorer(DEFAULT_SCORER)
+    assert cfg.head_gain == 0 and model.kinds_needed == ["distorted"]
+    calls = []
+    for branch in (model.vcg, model.vda):
+        if branch is not None:
+            branch.register_forward_hook(lambda *a: calls.append(1))
+    score = model(torch.rand(1, 3, 64, 64))
+    assert score.shape == (1,) and torch.isfinite(score).all() and not calls

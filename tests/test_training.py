@@ -207,7 +207,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tiny_scor
     full = train_split(cache_path, index, split, 0, tiny_scorer, params, tmp_path / "a.pt", tmp_path / "wa",
                        progress=False)
     cut = train_split(cache_path, index, split, 0, tiny_scorer, params, tmp_path / "b.pt", tmp_path / "wb",
-                      progress=False, stop_after_epochs=1)
+                      progress=False, max_seconds=0)  # stops after its first epoch
     assert not cut["finished"] and not (tmp_path / "b.pt").exists()
     assert (tmp_path / "wb" / "split-0.last.pt").is_file()
     resumed = train_split(cache_path, index, split, 0, tiny_scorer, params, tmp_path / "b.pt", tmp_path / "wb",
@@ -229,7 +229,7 @@ def test_resume_state_from_other_params_is_ignored(tiny_data, tiny_scorer, tmp_p
     index, cache_path = tiny_data
     split = make_split()
     train_split(cache_path, index, split, 0, tiny_scorer, _params(epochs=2), tmp_path / "a.pt", tmp_path / "w",
-                progress=False, stop_after_epochs=1)
+                progress=False, max_seconds=0)  # stops after its first epoch
     other = train_split(cache_path, index, split, 0, tiny_scorer, _params(epochs=2, lr=1e-3), tmp_path / "a.pt",
                         tmp_path / "w", progress=False)
     assert other["epochs_run"] == 2 and len(other["history"]) == 2  # started afresh, did not resume at 1

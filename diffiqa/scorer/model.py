@@ -2,7 +2,7 @@
 
 ``DualBranchScorer(cfg).forward(distorted, restored, noisy_1, noisy_2) -> (N,)``, each input
 ``(N,3,S,S) float in [0,1]``; the score is ``skip + head_gain * (g_vcg * VCG + g_vda * VDA)``
-(``forward_branches`` returns the parts).
+(``forward_parts`` returns the parts; at head_gain 0 the branches are not run).
 With frozen backbones the features can be computed once and cached:
 ``forward_features(model.encode(images_by_kind))`` equals ``forward(...)``.
 
@@ -223,7 +223,7 @@ class DualBranchScorer(nn.Module):
     def kinds_needed(self) -> list[str]:
         """The inputs this configuration reads, in :data:`KINDS` order."""
         needed = set(self.skip_kinds) if self.skip is not None else set()
-        for branch in (self.vcg, self.vda):
+        for branch in (self.vcg, self.vda) if self.branches_count else ():
             if branch is not None:
                 needed |= branch.kinds_needed
         return [k for k in KINDS if k in needed]
@@ -287,25 +287,46 @@ class DualBranchScorer(nn.Module):
                 start += w
         return [np.concatenate(c) for c in cols]
 
-    def forward_features(self, feats: dict[str, dict[str, list[torch.Tensor]]],
-                         skip_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Scores from :meth:`encode`'s output: ``{"vcg"?, "vda"?, "skip"?, "score"}``, each ``(N,)``.
+    @property
+    def branches_count(self) -> bool:
+        """Whether the branches are part of the score (``head_gain`` > 0): heads at gain 0 are
+        neither run nor fed."""
+        return self.head_gain != 0
 
-        ``skip_offset`` replaces the skip path's output (training: the out-of-fold ridge
-        prediction of each image, so the branches learn what a probe that never saw the
-        image leaves, not what an in-sample fit leaves).
-        """
+    def _heads(self, feats, skip_offset) -> dict[str, torch.Tensor]:
+        """``{"vcg"?, "vda"?, "skip"?}`` (N,) each; the branch heads are not run at head_gain 0."""
         out = {}
-        if self.vcg is not None:
-            out["vcg"] = self.vcg(self._branch_feats(feats, "vcg"))
-        if self.vda is not None:
-            out["vda"] = self.vda(self._branch_feats(feats, "vda"))
-        gains = self.branch_gain if self.branch_gain is not None else (1.0, 1.0)
-        parts = [g * out[b] for g, b in zip(gains, ("vcg", "vda")) if b in out]
-        if self.head_gain != 1.0:
-            parts = [self.head_gain * p for p in parts] if self.head_gain else []  # 0: the skip path exactly
+        for b in ("vcg", "vda") if self.branches_count else ():
+            if getattr(self, b) is not None:
+                out[b] = getattr(self, b)(self._branch_feats(feats, b))
         if self.skip is not None:
             out["skip"] = skip_offset if skip_offset is not None else self.skip(self.pooled_features(feats))
+        return out
+
+    def _fused(self, heads: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        gains = self.branch_gain if self.branch_gain is not None else (1.0, 1.0)
+        return [g * heads[b] for g, b in zip(gains, ("vcg", "vda")) if b in heads]
+
+    def forward_parts(self, feats: dict[str, dict[str, list[torch.Tensor]]],
+                      skip_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The score's two parts from :meth:`encode`'s output, (N,) each: ``skip`` (with a
+        skip path) and ``branches`` (the fused branch heads, before ``head_gain``; absent at
+        head_gain 0, where they are not run): score = skip + head_gain * branches."""
+        heads = self._heads(feats, skip_offset)
+        out = {"skip": heads["skip"]} if "skip" in heads else {}
+        if self.branches_count:
+            out["branches"] = sum(self._fused(heads))
+        return out
+
+    def forward_features(self, feats: dict[str, dict[str, list[torch.Tensor]]],
+                         skip_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Scores from :meth:`encode`'s output: ``{"vcg"?, "vda"?, "skip"?, "score"}``, each ``(N,)``
+        (``skip_offset``: see :meth:`forward_parts`)."""
+        out = self._heads(feats, skip_offset)
+        parts = self._fused(out)
+        if self.head_gain != 1.0:
+            parts = [self.head_gain * p for p in parts]
+        if "skip" in out:
             parts.append(out["skip"])
         if not parts:
             raise ValueError("head_gain 0 without a skip path scores nothing")
@@ -313,7 +334,7 @@ class DualBranchScorer(nn.Module):
         return out
 
     def forward_branches(self, distorted, restored=None, noisy_1=None, noisy_2=None) -> dict[str, torch.Tensor]:
-        """Like :meth:`forward` but returns ``{"vcg", "vda", "score"}`` (branches switched off are absent)."""
+        """Like :meth:`forward` but returns :meth:`forward_features`' dict (parts and score)."""
         images = dict(distorted=distorted, restored=restored, noisy_1=noisy_1, noisy_2=noisy_2)
         return self.forward_features(self.encode(images))
 

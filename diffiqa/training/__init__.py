@@ -1,8 +1,8 @@
 """Training the scorer from the restore cache (one model per split, resumable).
 
 ``TrainParams`` and ``train_split`` live in :mod:`diffiqa.training.trainer`; they are
-re-exported lazily because :mod:`diffiqa.evaluation` imports this package's datasets and the
-trainer imports the evaluation (an eager import here would be circular).
+re-exported lazily, so that importing one small part (``ridge``, ``datasets``) does not load
+the trainer and the scorer with it.
 """
 
 __all__ = ["TrainParams", "train_split"]

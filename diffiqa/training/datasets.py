@@ -4,8 +4,8 @@ Training draws ONE random cached crop per image per epoch and flips it horizonta
 axis, the same flip for all four kinds of a sample — the reference code flipped vertically).
 All randomness of an epoch is a function of ``(seed, epoch)`` (:func:`epoch_plan`), so a run
 resumed at an epoch boundary makes the same choices as an uninterrupted one.
-Evaluation reads ALL of an image's deterministic cached crops (:func:`crops_by_row`,
-:func:`read_crops`; see ``diffiqa.evaluation.predict_images``).
+Evaluation reads ALL of an image's deterministic cached crops (``diffiqa.cache.crops_by_row``,
+``read_crops``; see ``diffiqa.prediction.predict_images``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from diffiqa.cache import IMAGE_KINDS, Cache
+from diffiqa.cache import IMAGE_KINDS, Cache, crops_by_row
 from diffiqa.errors import DiffiqaError
 
 
@@ -37,27 +37,6 @@ def epoch_plan(seed: int, epoch: int, n: int) -> EpochPlan:
     crop_pick = rng.integers(0, 2**62, size=n, dtype=np.int64).astype(np.uint64)
     flip = rng.random(n) < 0.5
     return EpochPlan(order=order, crop_pick=crop_pick, flip=flip)
-
-
-def crops_by_row(cache: Cache, rows: Sequence[int]) -> list[np.ndarray]:
-    """For each index row, its cached crop indices (ascending). Missing rows raise, naming the row."""
-    wanted = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(cache.rows, kind="stable")
-    sorted_rows = cache.rows[order]
-    lo = np.searchsorted(sorted_rows, wanted, side="left")
-    hi = np.searchsorted(sorted_rows, wanted, side="right")
-    out = []
-    for r, a, b in zip(wanted, lo, hi):
-        if a == b:
-            raise DiffiqaError(f"{cache.path}: index row {int(r)} has no cached crops; rerun restore")
-        out.append(np.sort(order[a:b]))
-    return out
-
-
-def read_crops(cache: Cache, crop_ids: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The four kinds of crops ``crop_ids`` as (n,3,S,S) float32 tensors in [0,1] image space."""
-    ids = np.asarray(crop_ids, dtype=np.int64)
-    return {kind: torch.from_numpy(np.ascontiguousarray(cache.read(kind, ids))) for kind in IMAGE_KINDS}
 
 
 class TrainCropDataset(Dataset):

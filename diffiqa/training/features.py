@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from diffiqa.cache import Cache
 from diffiqa.errors import ConfigError
-from diffiqa.training.datasets import TrainCropDataset, crops_by_row, read_crops
+from diffiqa.cache import crops_by_row, read_crops
+from diffiqa.training.datasets import TrainCropDataset
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +188,15 @@ class FeatureStore:
         return out
 
 
+def _memo_key(cache: Cache, model: torch.nn.Module, dtype: str) -> tuple:
+    return (str(Path(cache.path).resolve()), json.dumps(cache.spec.to_attrs(), sort_keys=True),
+            backbone_fingerprint(model), dtype)
+
+
 def feature_store(cache: Cache, model: torch.nn.Module, dtype: str = "float16", work_dir=None,
                   progress: bool = True, **kwargs) -> FeatureStore:
     """The process-wide store for (cache, its provenance, ``model``'s backbones, ``dtype``)."""
-    key = (str(Path(cache.path).resolve()), json.dumps(cache.spec.to_attrs(), sort_keys=True),
-           backbone_fingerprint(model), dtype)
+    key = _memo_key(cache, model, dtype)
     store = _MEMO.get(key)
     if store is None:
         store = FeatureStore(cache, dtype=dtype, work_dir=work_dir, progress=progress, **kwargs)
@@ -202,6 +207,14 @@ def feature_store(cache: Cache, model: torch.nn.Module, dtype: str = "float16", 
         _MEMO.move_to_end(key)
         store.progress = progress
     return store
+
+
+def remember_store(store: FeatureStore, model: torch.nn.Module) -> None:
+    """Make ``store`` (filled elsewhere, e.g. from precomputed tile features) the one
+    ``feature_store`` returns for its cache and ``model``'s backbones, so training reads it."""
+    _MEMO[_memo_key(store.cache, model, store.dtype.name)] = store
+    while len(_MEMO) > MEMO_SIZE:
+        _MEMO.popitem(last=False)
 
 
 def clear_memo() -> None:
@@ -222,25 +235,33 @@ def epoch_samples(data: TrainCropDataset) -> tuple[np.ndarray, np.ndarray, np.nd
 
 @torch.no_grad()
 def predict_images_from_features(model: torch.nn.Module, store: FeatureStore, rows: Sequence[int],
-                                 batch_size: int = 32, device=None) -> np.ndarray:
-    """Like ``diffiqa.evaluation.predict_images`` (image score = mean over all its crops, no
-    flips, eval mode) but from stored features; encodes missing slots first. -> (len(rows),)."""
+                                 batch_size: int = 32, device=None, parts: bool = False) -> np.ndarray:
+    """Like ``diffiqa.prediction.predict_images`` (image score = mean over all its crops, no
+    flips, eval mode) but from stored features; encodes missing slots first. -> (len(rows),);
+    ``parts``: (len(rows), 2) means of the skip and branch parts (``forward_parts``)."""
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     per_row = crops_by_row(store.cache, rows)
     if not per_row:
-        return np.zeros(0, dtype=np.float64)
+        return np.zeros((0, 2) if parts else 0, dtype=np.float64)
     crop_ids = np.concatenate(per_row)
     position = np.concatenate([np.full(len(c), i) for i, c in enumerate(per_row)])
     store.ensure(model, crop_ids, flips=(False,), device=device)
-    sums = np.zeros(len(per_row), dtype=np.float64)
+    sums = np.zeros((len(per_row), 2) if parts else len(per_row), dtype=np.float64)
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(crop_ids), batch_size):
             ids = crop_ids[start : start + batch_size]
-            scores = model.forward_features(store.batch(ids, device=device))["score"]
-            np.add.at(sums, position[start : start + batch_size], scores.reshape(-1).double().cpu().numpy())
+            feats = store.batch(ids, device=device)
+            if parts:  # a part the model lacks (no skip path, branches at gain 0) is 0
+                got = model.forward_parts(feats)
+                scores = torch.stack([got[k].reshape(-1) if k in got else torch.zeros(len(ids), device=device)
+                                      for k in ("skip", "branches")], 1)
+            else:
+                scores = model.forward_features(feats)["score"].reshape(-1)
+            np.add.at(sums, position[start : start + batch_size], scores.double().cpu().numpy())
     finally:
         model.train(was_training)
-    return sums / np.array([len(c) for c in per_row], dtype=np.float64)
+    counts = np.array([len(c) for c in per_row], dtype=np.float64)
+    return sums / (counts[:, None] if parts else counts)

@@ -36,7 +36,7 @@ class ResumeState:
         self.epoch, self.history = 0, []
         self.best = {"srcc": -math.inf, "epoch": -1, "val": None, "state": None, "bad_evals": 0}
         self.stopped_early = False
-        self.finished = False  # set by the loop: False when stop_after_epochs cut it
+        self.finished = False  # set by the loop: False when the time budget cut it
 
     def load(self, model, ema, optimizer, scheduler) -> bool:
         if not self.path.exists():

@@ -6,7 +6,7 @@ Both serve the same three things to :func:`diffiqa.training.trainer.train_split`
   ``inputs`` goes to :meth:`forward` (the choice of crop per image and of the flip is
   :func:`diffiqa.training.datasets.epoch_plan`'s, a function of ``(seed, epoch)``);
 - ``predict(model, rows)``: image scores (mean over the image's crops or tiles, whole grid,
-  no flip, eval mode);
+  no flip, eval mode); ``predict_parts``: the same for the skip and branch parts;
 - ``pooled(model, rows)``: the skip path's input per image (mean over its crops), for the
   ridge fit.
 
@@ -24,7 +24,8 @@ import torch
 
 from diffiqa.cache import IMAGE_KINDS, Cache
 from diffiqa.prediction import predict_images
-from diffiqa.training.datasets import TrainCropDataset, crops_by_row, read_crops
+from diffiqa.cache import crops_by_row, read_crops
+from diffiqa.training.datasets import TrainCropDataset
 from diffiqa.training.features import FeatureStore, epoch_samples, predict_images_from_features
 
 
@@ -93,6 +94,10 @@ class FeatureSource:
     def predict(self, model, rows) -> np.ndarray:
         return predict_images_from_features(model, self.store, rows, self.batch_size, self.device)
 
+    def predict_parts(self, model, rows) -> np.ndarray:
+        """(len(rows), 2): each image's mean skip part and branch part (``forward_parts``)."""
+        return predict_images_from_features(model, self.store, rows, self.batch_size, self.device, parts=True)
+
     @torch.no_grad()
     def pooled(self, model, rows) -> np.ndarray:
         per_row = crops_by_row(self.cache, rows)
@@ -130,6 +135,21 @@ class PixelSource:
 
     def predict(self, model, rows) -> np.ndarray:
         return predict_images(model, self.cache, rows, self.batch_size, self.device)
+
+    @torch.no_grad()
+    def predict_parts(self, model, rows) -> np.ndarray:
+        """(len(rows), 2): each image's mean skip part and branch part (``forward_parts``), eval mode."""
+        was_training = model.training
+        model.eval()
+        try:
+            out = []
+            for crops in crops_by_row(self.cache, rows):
+                pixels = {k: v.to(self.device) for k, v in read_crops(self.cache, crops).items()}
+                got = model.forward_parts(model.encode(pixels))
+                out.append([float(got[k].double().mean()) if k in got else 0.0 for k in ("skip", "branches")])
+        finally:
+            model.train(was_training)
+        return np.asarray(out, dtype=np.float64).reshape(-1, 2)
 
     @torch.no_grad()
     def pooled(self, model, rows) -> np.ndarray:

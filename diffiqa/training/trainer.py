@@ -34,6 +34,7 @@ import dataclasses
 import io
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from diffiqa.devices import resolve_device
 from diffiqa.errors import ConfigError, DiffiqaError
 from diffiqa.io_utils import atomic_path, write_text_atomic
 from diffiqa.prediction import mos_mapping
-from diffiqa.training.datasets import crops_by_row
+from diffiqa.cache import crops_by_row
 from diffiqa.training.features import can_cache_features, feature_store
 from diffiqa.training.head_gain import choose_head_gain
 from diffiqa.training.resume import ResumeState, cpu_state as _cpu_state, fingerprint as _fingerprint
@@ -126,13 +127,6 @@ def _save_scorer_atomic(path: Path, model, cfg, extra: dict) -> None:
         save_scorer(tmp, model, cfg, extra)
 
 
-def _config_dict(cfg) -> dict:
-    try:
-        return to_dict(cfg)
-    except TypeError:  # not a dataclass (a test stand-in): its attributes will do
-        return dict(vars(cfg))
-
-
 def _write_curves(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
@@ -180,20 +174,18 @@ def fit_skip(model, source, rows, quality, folds: int, seed: int, mode: str = "c
 
 
 def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, params: TrainParams, val, offsets,
-               progress=True, stop_after_epochs=None, label="train", ctx=None) -> bool:
-    """The loop: epochs from ``state.epoch`` to ``params.epochs``; returns False when cut by
-    ``stop_after_epochs`` (a simulated kill). ``ctx``: the distributed context (this rank
-    trains on its slice of each global batch through a DDP wrapper)."""
+               progress=True, max_seconds=None, label="train", ctx=None) -> bool:
+    """The loop: epochs from ``state.epoch`` to ``params.epochs``; returns False when the time
+    budget ``max_seconds`` ran out first (checked at the end of each epoch; the state saved
+    there resumes). ``ctx``: the distributed context (this rank trains on its slice of each
+    global batch through a DDP wrapper)."""
     ctx = ctx or distributed.DistContext()
     device = next(p.device for p in model.parameters())
     net = distributed.wrap(model, ctx)
     evaluated = ema.module if ema is not None else model
     bar = tqdm(total=params.epochs, initial=state.epoch, desc=label, unit="epoch", disable=not progress)
-    done_now = 0
+    t0 = time.perf_counter()
     while state.epoch < params.epochs and not state.stopped_early:
-        if stop_after_epochs is not None and done_now >= stop_after_epochs:
-            bar.close()
-            return False
         epoch = state.epoch
         torch.manual_seed(epoch_seed(params.seed, epoch))
         model.train()
@@ -221,79 +213,137 @@ def run_epochs(model, ema, source, optimizer, scheduler, state: ResumeState, par
             n_seen += n_global
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_srcc": None, "val_plcc": None}
         if val is not None and ((epoch + 1) % params.eval_every == 0 or epoch + 1 == params.epochs):
-            m = _val_metrics(source, evaluated, *val)
-            record.update(val_srcc=m["srcc"], val_plcc=m["plcc"])
-            score = m["srcc"] if math.isfinite(m["srcc"]) else -2.0  # NaN ranks last
-            if score > state.best["srcc"]:
-                state.best.update(srcc=score, epoch=epoch + 1, val=m, state=_cpu_state(evaluated), bad_evals=0)
-            else:
-                state.best["bad_evals"] += 1
-                if not params.refit and params.patience and state.best["bad_evals"] >= params.patience:
-                    state.stopped_early = True
+            record.update(_validate(source, evaluated, val, state, params))
         state.history.append(record)
         state.epoch = epoch + 1
         if ctx.is_main:
             state.save(model, ema, optimizer, scheduler)
         bar.update(1)
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_srcc=record["val_srcc"])
-        done_now += 1
+        out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
+        if distributed.any_rank(out_of_time and state.epoch < params.epochs, ctx):
+            bar.close()
+            return False
     bar.close()
     return True
 
 
-def _skip_and_branches(model, source, rows) -> tuple[np.ndarray, np.ndarray]:
-    """``(skip path, branches' part)`` of the scores of ``rows``: the score at gain 0 and the
-    difference to the score at gain 1."""
-    keep = model.head_gain
-    try:
-        model.head_gain = 0.0
-        skip = source.predict(model, rows)
-        model.head_gain = 1.0
-        return skip, source.predict(model, rows) - skip
-    finally:
-        model.head_gain = keep
-
-
-def _fit_model(cfg, params: TrainParams, cache, store, rows, quality, device, work_dir: Path, state_path: Path,
-               fingerprint: str, val, progress: bool, stop_after_epochs, label: str, ctx, train_heads: bool = True):
-    """Build the scorer for ``cfg``, set its skip path by ridge on ``rows``, train its branches
-    on ``rows`` (resumable through ``state_path``) -> ``(model, source, state, skip alpha)``;
-    the model is the weight average when there is one. ``train_heads=False``: no epochs (the
-    branches stay as built; with gain 0 they do not count)."""
-    torch.manual_seed(int(params.seed))  # the initial weights
-    model = build_scorer(cfg).to(device)
-    if params.cache_features and can_cache_features(model):
-        store = store or feature_store(cache, model, params.feature_dtype, work_dir=work_dir, progress=progress)
-        source = FeatureSource(store, cache, model, rows, quality[rows], params.seed, params.batch_size,
-                               params.window, device)
-        if val is not None:
-            store.ensure(model, np.concatenate(crops_by_row(cache, val[0])), device=device)
+def _validate(source, evaluated, val, state: ResumeState, params: TrainParams) -> dict:
+    """Val SRCC/PLCC of the averaged weights; keeps the best epoch and counts patience."""
+    m = _val_metrics(source, evaluated, *val)
+    score = m["srcc"] if math.isfinite(m["srcc"]) else -2.0  # NaN ranks last
+    if score > state.best["srcc"]:
+        state.best.update(srcc=score, epoch=state.epoch + 1, val=m, state=_cpu_state(evaluated), bad_evals=0)
     else:
-        source = PixelSource(cache, rows, quality[rows], params.seed, params.batch_size, device)
+        state.best["bad_evals"] += 1
+        if not params.refit and params.patience and state.best["bad_evals"] >= params.patience:
+            state.stopped_early = True
+    return {"val_srcc": m["srcc"], "val_plcc": m["plcc"]}
 
-    offsets, skip_alpha = None, None
-    if getattr(model, "skip", None) is not None:
-        skip = fit_skip(model, source, rows, quality[rows], params.ridge_folds, params.seed, params.skip_fit)
-        offsets, skip_alpha = skip["offsets"], skip["alpha"]
-    state = ResumeState(state_path, fingerprint)
-    state.finished = True
-    if not train_heads:
-        return model.eval(), source, state, skip_alpha
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    steps_per_epoch = math.ceil(len(rows) / params.batch_size)
-    total = params.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: _lr_factor(i, total, params.warmup))
-    ema = None
-    if params.ema_decay > 0:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(params.ema_decay), use_buffers=True)
-    if state.load(model, ema, optimizer, scheduler):
-        log.info("%s: resuming after epoch %d", label, state.epoch)
-    state.finished = run_epochs(model, ema, source, optimizer, scheduler, state, params, val, offsets,
-                                progress, stop_after_epochs, label=label, ctx=ctx)
-    return (ema.module if ema is not None else model), source, state, skip_alpha
+@dataclass
+class Fit:
+    """One trained scorer: the model (the weight average when there is one), the batch source
+    it was trained and is scored through, its resume state and the skip path's ridge alpha."""
+
+    model: torch.nn.Module
+    source: FeatureSource | PixelSource
+    state: ResumeState
+    skip_alpha: float | list | None
+
+
+@dataclass
+class SplitRun:
+    """What every fit of one split shares: the cache and targets, the recipe, where resume
+    states go, and the fingerprint that keys them (config, params, rows, cache provenance)."""
+
+    split_id: int
+    cache: object
+    quality: np.ndarray  # (index rows,) float32 targets in [0,1]
+    params: TrainParams
+    work_dir: Path
+    device: torch.device
+    ctx: distributed.DistContext
+    progress: bool
+    fingerprint: str
+
+    def fit(self, cfg, rows, name: str, val=None, label: str = "train", train_heads: bool = True,
+            max_seconds: float | None = None) -> Fit:
+        """Build the scorer for ``cfg``, set its skip path (``fit_skip``) and train its branches
+        on ``rows``, resumable through ``work_dir/name``. ``train_heads`` False: no epochs (the
+        branches stay as built; at gain 0 they do not count)."""
+        p = self.params
+        torch.manual_seed(int(p.seed))  # the initial weights
+        model = build_scorer(cfg).to(self.device)
+        source = self._source(model, rows, val)
+        offsets, skip_alpha = None, None
+        if getattr(model, "skip", None) is not None:
+            skip = fit_skip(model, source, rows, self.quality[rows], p.ridge_folds, p.seed, p.skip_fit)
+            offsets, skip_alpha = skip["offsets"], skip["alpha"]
+        state = ResumeState(self.work_dir / name,
+                            _fingerprint(run=self.fingerprint, rows=np.asarray(rows).tolist(), cfg=to_dict(cfg)))
+        state.finished = True
+        if not train_heads:
+            return Fit(model.eval(), source, state, skip_alpha)
+        trainable = [q for q in model.parameters() if q.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=p.lr, weight_decay=p.weight_decay)
+        total = p.epochs * math.ceil(len(rows) / p.batch_size)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: _lr_factor(i, total, p.warmup))
+        ema = None
+        if p.ema_decay > 0:
+            ema = torch.optim.swa_utils.AveragedModel(
+                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(p.ema_decay), use_buffers=True)
+        if state.load(model, ema, optimizer, scheduler):
+            log.info("%s: resuming after epoch %d", label, state.epoch)
+        state.finished = run_epochs(model, ema, source, optimizer, scheduler, state, p, val, offsets,
+                                    self.progress and self.ctx.is_main, max_seconds, label=label, ctx=self.ctx)
+        return Fit(ema.module if ema is not None else model, source, state, skip_alpha)
+
+    def _source(self, model, rows, val):
+        p = self.params
+        if not (p.cache_features and can_cache_features(model)):
+            return PixelSource(self.cache, rows, self.quality[rows], p.seed, p.batch_size, self.device)
+        store = feature_store(self.cache, model, p.feature_dtype, work_dir=self.work_dir,
+                              progress=self.progress and self.ctx.is_main)
+        source = FeatureSource(store, self.cache, model, rows, self.quality[rows], p.seed, p.batch_size, p.window,
+                               self.device)
+        if val is not None:
+            store.ensure(model, np.concatenate(crops_by_row(self.cache, val[0])), device=self.device)
+        return source
+
+
+def choose_gain(run: SplitRun, cfg, rows) -> dict | None:
+    """The branches' gain g by k-fold CV on ``rows`` (``train.head_gains``; None when unset):
+    each fold fits a scorer at gain 1 on the other folds and scores its own with
+    ``forward_parts``; g minimises the held-out error of skip + g * branches
+    (:mod:`diffiqa.training.head_gain`). -> ``{"gain", "errors", ...}``."""
+    p = run.params
+    if not p.head_gains:
+        return None
+    at_one = dataclasses.replace(cfg, head_gain=1.0)
+    folds = iter(range(p.gain_folds))
+
+    def fit_predict(inner, held):
+        f = next(folds)
+        fit = run.fit(at_one, inner, f"split-{run.split_id}.gain-fold-{f}.last.pt",
+                      label=f"split {run.split_id} gain fold {f}")
+        parts = fit.source.predict_parts(fit.model, held)
+        return parts[:, 0], parts[:, 1]
+
+    choice = choose_head_gain(rows, run.quality[rows], p.head_gains, p.gain_folds, p.seed + 1, fit_predict)
+    log.info("split %d: head gain %s (held-out MSE %s)", run.split_id, choice["gain"], choice["errors"])
+    return choice
+
+
+def fit_final(run: SplitRun, cfg, rows, val, gain: float | None, max_seconds: float | None = None) -> Fit:
+    """The split's model: trained on all ``rows`` (branches at gain 1 when a gain was chosen,
+    not trained at all when it is 0), then scored with ``gain``."""
+    train_cfg = cfg if gain is None else dataclasses.replace(cfg, head_gain=1.0)
+    fit = run.fit(train_cfg, rows, f"split-{run.split_id}.last.pt", val, f"train split {run.split_id}",
+                  train_heads=gain != 0, max_seconds=max_seconds)
+    if fit.state.finished and gain is not None:
+        fit.model.head_gain = gain
+    return fit
 
 
 def train_split(
@@ -309,95 +359,71 @@ def train_split(
     device=None,
     restorer_path=None,
     curves_path=None,
-    stop_after_epochs: int | None = None,
-    store=None,
+    max_seconds: float | None = None,
 ) -> dict:
     """Train split ``split_id`` (``split["train"]``, plus ``split["val"]`` with ``params.refit``); write ``out_path``.
 
     ``index_df``: the dataset's index (``quality`` is the target). ``restorer_path`` (the
     checkpoint that filled the cache) is recorded so ``diffiqa score`` can restore new images.
-    ``curves_path`` defaults to ``work_dir/split-<k>.curves.csv``. ``stop_after_epochs``
-    stops this call after that many epochs (a simulated kill; the run resumes on the next call).
-    ``cache_path`` may also be an open cache; ``store``: a :class:`FeatureStore` to use instead
-    of the per-process one (benchmarks fill one from features computed elsewhere).
+    ``curves_path`` defaults to ``work_dir/split-<k>.curves.csv``. ``max_seconds``: stop at the
+    first epoch end after this much training (resumable: the next call continues). ``cache_path``
+    may also be an open cache. Steps: ``choose_gain`` (with ``params.head_gains``; each fold
+    resumable like the main run) -> ``fit_final`` -> the checkpoint with that gain.
     Returns ``{"split_id", "best_epoch", "val", "epochs_run", "stopped_early", "finished",
-    "history", "checkpoint", "skip_alpha", "head_gain"}``; ``finished`` is False only when ``stop_after_epochs``
-    cut it. With ``params.head_gains`` the branches' gain is first chosen by k-fold CV on the fit
-    rows (:mod:`diffiqa.training.head_gain`; each fold resumable like the main run), then the
-    model is trained on all of them and saved with that gain (0: skip path only, no epochs).
+    "history", "checkpoint", "skip_alpha", "head_gain"}``; ``finished`` is False only when the
+    time budget cut it.
     """
     out_path, work_dir = Path(out_path), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    curves_path = Path(curves_path) if curves_path else work_dir / f"split-{split_id}.curves.csv"
     ctx = distributed.from_env()
-    device = ctx.device(device) if ctx.enabled else resolve_device(device)
     cache = cache_path if hasattr(cache_path, "rows") else read_cache(cache_path)
     train_rows = np.asarray(split["train"], dtype=np.int64)
     val_rows = np.asarray(split.get("val", []), dtype=np.int64)
     if len(train_rows) == 0 or (not params.refit and len(val_rows) < 4):
         raise ConfigError(f"split {split_id}: needs train rows and, without refit, at least 4 val rows "
                           f"(has {len(train_rows)} train, {len(val_rows)} val)")
-    fit_rows = np.concatenate([train_rows, val_rows]) if params.refit else train_rows
-    quality = index_df["quality"].to_numpy(np.float32)
-    spec = cache.spec.to_attrs()
-    # The feature switches change speed, not the model (up to float16 rounding).
-    run_params = {k: v for k, v in to_dict(params).items() if k not in ("cache_features", "feature_dtype")}
-    fingerprint = _fingerprint(cfg=_config_dict(scorer_cfg), params=run_params, split_id=split_id,
-                               train=train_rows.tolist(), val=val_rows.tolist(), cache=spec)
-
-    def fit(cfg, rows, state_path, val, stop=None, label="train", train_heads=True):
-        return _fit_model(cfg, params, cache, store, rows, quality, device, work_dir, state_path,
-                          _fingerprint(run=fingerprint, rows=np.asarray(rows).tolist(), cfg=_config_dict(cfg)),
-                          val, progress and ctx.is_main, stop, label, ctx, train_heads)
-
     if params.head_gains and not getattr(scorer_cfg, "skip", False):
         raise ConfigError("train.head_gains needs a scorer with a skip path (scorer.skip: true)")
+    fit_rows = np.concatenate([train_rows, val_rows]) if params.refit else train_rows
+    quality = index_df["quality"].to_numpy(np.float32)
+    # The feature switches change speed, not the model (up to float16 rounding).
+    run_params = {k: v for k, v in to_dict(params).items() if k not in ("cache_features", "feature_dtype")}
+    fingerprint = _fingerprint(cfg=to_dict(scorer_cfg), params=run_params, split_id=split_id,
+                               train=train_rows.tolist(), val=val_rows.tolist(), cache=cache.spec.to_attrs())
+    run = SplitRun(split_id, cache, quality, params, work_dir, ctx.device(device) if ctx.enabled else resolve_device(device),
+                   ctx, progress, fingerprint)
     val = (val_rows, quality[val_rows]) if len(val_rows) >= 4 else None
-    gain = None
-    train_cfg = scorer_cfg
-    if params.head_gains:  # g by k-fold CV on the fit rows; the branches then train at gain 1
-        train_cfg = dataclasses.replace(scorer_cfg, head_gain=1.0)
 
-        def fit_predict(inner, held):
-            f = int(len(gain_parts))
-            model, source, _, _ = fit(train_cfg, inner, work_dir / f"split-{split_id}.gain-fold-{f}.last.pt", None,
-                                      label=f"split {split_id} gain fold {f}")
-            parts = _skip_and_branches(model, source, held)
-            gain_parts.append(parts)
-            return parts
-
-        gain_parts: list = []
-        choice = choose_head_gain(fit_rows, quality[fit_rows], params.head_gains, params.gain_folds,
-                                  params.seed + 1, fit_predict)
-        gain = choice["gain"]
-        log.info("split %d: head gain %s (held-out MSE %s)", split_id, gain, choice["errors"])
-    # g = 0: the branches would be multiplied by 0, so they are not trained (skip path only)
-    model, source, state, skip_alpha = fit(train_cfg, fit_rows, work_dir / f"split-{split_id}.last.pt", val,
-                                           stop_after_epochs, f"train split {split_id}", train_heads=gain != 0)
-    finished = state.finished
+    choice = choose_gain(run, scorer_cfg, fit_rows)
+    gain = None if choice is None else choice["gain"]
+    fit = fit_final(run, scorer_cfg, fit_rows, val, gain, max_seconds)
     if ctx.is_main:
-        _write_curves(curves_path, state.history)
-    if not finished:
-        return {"split_id": split_id, "finished": False, "epochs_run": state.epoch, "history": state.history}
+        _write_curves(Path(curves_path) if curves_path else work_dir / f"split-{split_id}.curves.csv", fit.state.history)
+    if not fit.state.finished:
+        return {"split_id": split_id, "finished": False, "epochs_run": fit.state.epoch, "history": fit.state.history}
+    return _save_split(run, fit, scorer_cfg if gain is None else dataclasses.replace(scorer_cfg, head_gain=gain),
+                       choice, index_df, fit_rows, val_rows, out_path, restorer_path)
 
-    final = model
-    if gain is not None:
-        scorer_cfg = dataclasses.replace(scorer_cfg, head_gain=gain)
-        final.head_gain = gain
+
+def _save_split(run: SplitRun, fit: Fit, cfg, choice, index_df, fit_rows, val_rows, out_path: Path,
+                restorer_path) -> dict:
+    """Write the split's checkpoint (the chosen epoch's weights, its provenance) -> the summary."""
+    state, params, gain = fit.state, run.params, None if choice is None else choice["gain"]
     if params.refit or state.best["state"] is None:
-        best_epoch, val_metrics = state.epoch, (state.history[-1] if val and state.history else {})
-        val_metrics = {"srcc": val_metrics.get("val_srcc"), "plcc": val_metrics.get("val_plcc")}
+        best_epoch, last = state.epoch, (state.history[-1] if len(val_rows) >= 4 and state.history else {})
+        val_metrics = {"srcc": last.get("val_srcc"), "plcc": last.get("val_plcc")}
     else:
-        final.load_state_dict(state.best["state"])
+        fit.model.load_state_dict(state.best["state"])
         best_epoch, val_metrics = state.best["epoch"], state.best["val"]
+    spec = run.cache.spec.to_attrs()
     extra = {
-        "split_id": int(split_id),
+        "split_id": int(run.split_id),
         "best_epoch": int(best_epoch),
         "val": {k: (float("nan") if v is None else float(v)) for k, v in val_metrics.items()},
         "val_in_training": bool(params.refit),
-        "skip_alpha": skip_alpha,
+        "skip_alpha": fit.skip_alpha,
         "head_gain": gain,
-        "head_gain_cv_mse": {str(g): e for g, e in choice["errors"].items()} if gain is not None else None,
+        "head_gain_cv_mse": {str(g): e for g, e in choice["errors"].items()} if choice is not None else None,
         "mos_mapping": mos_mapping(index_df),
         "restorer_sha256": spec["restorer_sha256"],
         "restore": spec,
@@ -406,10 +432,10 @@ def train_split(
         "n_train": int(len(fit_rows)),
         "n_val": int(len(val_rows)),
     }
-    if ctx.is_main:
-        _save_scorer_atomic(out_path, final.cpu(), scorer_cfg, extra)
-    distributed.barrier(ctx)
-    log.info("split %d: %d epochs, skip alpha %s -> %s", split_id, state.epoch, skip_alpha, out_path)
-    return {"split_id": int(split_id), "finished": True, "best_epoch": extra["best_epoch"], "val": extra["val"],
+    if run.ctx.is_main:
+        _save_scorer_atomic(out_path, fit.model.cpu(), cfg, extra)
+    distributed.barrier(run.ctx)
+    log.info("split %d: %d epochs, skip alpha %s -> %s", run.split_id, state.epoch, fit.skip_alpha, out_path)
+    return {"split_id": int(run.split_id), "finished": True, "best_epoch": extra["best_epoch"], "val": extra["val"],
             "epochs_run": state.epoch, "stopped_early": state.stopped_early, "history": state.history,
-            "checkpoint": str(out_path), "skip_alpha": skip_alpha, "head_gain": gain}
+            "checkpoint": str(out_path), "skip_alpha": fit.skip_alpha, "head_gain": gain}
