@@ -142,15 +142,10 @@ def evaluate_splits(
         scatter.append(pd.DataFrame({"image": index_df["image"].iloc[test].astype(str).to_numpy(),
                                      "mos": mos_all[test], "predicted": pred, "split": k}))
         log.info("split %d: SRCC %.4f PLCC %.4f on %d test images", k, m["srcc"], m["plcc"], len(test))
-    per_distortion = {}
-    for kind in sorted({d for run in per_dist_runs for d in run}):
-        runs = [run[kind] for run in per_dist_runs if kind in run]
-        per_distortion[kind] = {**_summarize(runs), "n_splits": len(runs),
-                                "n_images_per_split": float(np.mean([r["n"] for r in runs]))}
     result = {
         **_summarize(per_split),
         "per_split": per_split,
-        "per_distortion": per_distortion,
+        "per_distortion": _over_splits(per_dist_runs),
         "per_distortion_aggregation": "mean over splits of each split's test images of that type",
         "n_splits": len(split_list),
         "n_test_images": int(sum(s["n_test"] for s in per_split)),
@@ -162,6 +157,15 @@ def evaluate_splits(
     if plots_dir is not None:
         write_plots(pd.concat(scatter, ignore_index=True), result, plots_dir)
     return result
+
+
+def _over_splits(per_dist_runs: list[dict]) -> dict:
+    """{type: metrics mean/std over the splits that have it, n_splits, n_images_per_split}."""
+    out = {}
+    for kind in sorted({d for run in per_dist_runs for d in run}):
+        runs = [run[kind] for run in per_dist_runs if kind in run]
+        out[kind] = {**_summarize(runs), "n_splits": len(runs), "n_images_per_split": float(np.mean([r["n"] for r in runs]))}
+    return out
 
 
 def _predict(model, cache, rows, batch_size, device, progress) -> np.ndarray:

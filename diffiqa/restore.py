@@ -289,6 +289,15 @@ def cache_spec(params: RestoreParams, checkpoint_path: Path, index_df: pd.DataFr
     )
 
 
+def _shard_crops(root: Path, images: list[str], rows: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(n,3,size,size) uint8 crops of one shard (``rows``, ``boxes``), each image read once."""
+    crops = np.empty((len(rows), 3, size, size), dtype=np.uint8)
+    for row in np.unique(rows):
+        ids = np.flatnonzero(rows == row)
+        crops[ids] = cut_crops(load_image(root / images[row], min_size=size), boxes[ids])
+    return crops
+
+
 def restore_dataset(
     index_df: pd.DataFrame,
     root: str | os.PathLike,
@@ -330,11 +339,7 @@ def restore_dataset(
               disable=not progress) as bar:
         for k in pending:
             start, stop = cache.shard_range(k)
-            crops = np.empty((stop - start, 3, params.crop_size, params.crop_size), dtype=np.uint8)
-            for row in np.unique(rows[start:stop]):
-                ids = np.flatnonzero(rows[start:stop] == row)
-                image = load_image(root / images[row], min_size=params.crop_size)
-                crops[ids] = cut_crops(image, boxes[start + ids])
+            crops = _shard_crops(root, images, rows[start:stop], boxes[start:stop], params.crop_size)
             out = {kind: [] for kind in IMAGE_KINDS}
             for b in range(start, stop, params.batch_size):
                 e = min(b + params.batch_size, stop)

@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from diffiqa.data.adapters import ADAPTERS, adapter_function
 from diffiqa.data.index import finalize_index, validate_rows
 from diffiqa.data.splits import make_splits
@@ -106,6 +108,34 @@ def verify_images(root: Path, images, progress: bool = True) -> None:
                          + (f"; ... ({len(bad) - SHOW_FIRST} more)" if len(bad) > SHOW_FIRST else ""))
 
 
+def _drop_missing(root_path: Path, rows: pd.DataFrame, allow_missing: bool) -> tuple[pd.DataFrame, list[str]]:
+    """-> (the rows whose image exists, the missing images). An unreadable folder is always an
+    error naming it; missing images are one unless ``allow_missing`` (then they are dropped)."""
+    present = [_is_file(root_path / rel) for rel in rows["image"]]
+    missing = rows.loc[[not p for p in present], "image"].tolist()
+    blocked = unreadable_folders(root_path, missing)
+    if blocked:
+        folder, names = next(iter(blocked.items()))
+        try:
+            os.listdir(folder)
+            reason = "cannot be read"
+        except OSError as e:
+            reason = f"cannot be read ({e.strerror or e})"
+        more = f"; {len(blocked) - 1} more such folder(s)" if len(blocked) > 1 else ""
+        raise ImageError(f"{folder}: folder {reason}; {len(names)} labelled image(s) are in it: "
+                         f"{_quote(names)}{more}")
+    if missing and not allow_missing:
+        raise ImageError(
+            f"{root_path}: {len(missing)} of {len(rows)} labelled images are missing: {_quote(missing)}"
+            " (pass --allow-missing-images to drop them)"
+        )
+    if missing:
+        log.warning("%s: %d of %d labelled images are missing; dropped: %s",
+                    root_path, len(missing), len(rows), _quote(missing))
+        rows = rows.loc[present].reset_index(drop=True)
+    return rows, missing
+
+
 def prepare_dataset(
     adapter: str,
     root: str | Path | None,
@@ -143,43 +173,15 @@ def prepare_dataset(
     direction = rows.attrs["higher_better"]
     rows = validate_rows(rows)  # label errors first: they need no disk access
 
-    present = [_is_file(root_path / rel) for rel in rows["image"]]
-    missing = rows.loc[[not p for p in present], "image"].tolist()
-    blocked = unreadable_folders(root_path, missing)
-    if blocked:
-        folder, names = next(iter(blocked.items()))
-        try:
-            os.listdir(folder)
-            reason = "cannot be read"
-        except OSError as e:
-            reason = f"cannot be read ({e.strerror or e})"
-        more = f"; {len(blocked) - 1} more such folder(s)" if len(blocked) > 1 else ""
-        raise ImageError(f"{folder}: folder {reason}; {len(names)} labelled image(s) are in it: "
-                         f"{_quote(names)}{more}")
-    if missing and not allow_missing_images:
-        raise ImageError(
-            f"{root_path}: {len(missing)} of {len(rows)} labelled images are missing: {_quote(missing)}"
-            " (pass --allow-missing-images to drop them)"
-        )
-    if missing:
-        log.warning("%s: %d of %d labelled images are missing; dropped: %s",
-                    root_path, len(missing), len(rows), _quote(missing))
-        rows = rows.loc[present].reset_index(drop=True)
+    rows, missing = _drop_missing(root_path, rows, allow_missing_images)
     if check_images:
         verify_images(root_path, rows["image"], progress=progress)
 
     index = finalize_index(rows, higher_better=direction)
     splits = make_splits(index["content"].tolist(), protocol=protocol, n_splits=n_splits, seed=seed,
                          val_fraction=val_fraction)
-    record = {
-        "adapter": adapter,
-        "root": str(root_given),
-        "root_abs": str(root_path.resolve()),
-        "n_rows": len(index),
-        "higher_better": bool(direction),
-        "missing_images_dropped": len(missing),
-        **splits,
-    }
+    record = {"adapter": adapter, "root": str(root_given), "root_abs": str(root_path.resolve()), "n_rows": len(index),
+              "higher_better": bool(direction), "missing_images_dropped": len(missing), **splits}
     if adapter == "demo":
         from diffiqa.data.demo import PSEUDO_MOS_NOTE
 
@@ -189,22 +191,12 @@ def prepare_dataset(
     write_json_atomic(out / "splits.json", record)
 
     summary = {
-        "adapter": adapter,
-        "root": str(root_given),
-        "out": str(out),
-        "rows": len(index),
-        "contents": splits["n_contents"],
-        "distortions": int(index["distortion"].nunique()),
-        "missing_images_dropped": len(missing),
-        "missing_examples": missing[:SHOW_FIRST],
-        "mos_min": float(index["mos"].min()),
-        "mos_max": float(index["mos"].max()),
-        "higher_better": bool(direction),
-        "protocol": protocol,
-        "splits": n_splits,
-        "seed": seed,
+        "adapter": adapter, "root": str(root_given), "out": str(out), "rows": len(index),
+        "contents": splits["n_contents"], "distortions": int(index["distortion"].nunique()),
+        "missing_images_dropped": len(missing), "missing_examples": missing[:SHOW_FIRST],
+        "mos_min": float(index["mos"].min()), "mos_max": float(index["mos"].max()),
+        "higher_better": bool(direction), "protocol": protocol, "splits": n_splits, "seed": seed,
+        **({"note": record["note"]} if "note" in record else {}),
     }
-    if "note" in record:
-        summary["note"] = record["note"]
     log.info("prepared %s: %d rows, %d contents -> %s", adapter, len(index), splits["n_contents"], out)
     return summary

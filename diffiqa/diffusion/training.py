@@ -257,51 +257,20 @@ def train_restorer(
 
     last_path, csv_path = out_dir / "last.pt", out_dir / "loss.csv"
     state = _restart_or_raise(last_path, csv_path, cfg, on_mismatch, device)
-    torch.manual_seed(cfg.seed)  # initial weights
-    net = ConditionalUNet(cfg.unet)
-    net.conditional = cfg.conditional
-    init_from = init_weights(net, cfg.init) if state is None else None  # a resume overwrites them anyway
-    net = net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    ema = AveragedModel(net, avg_fn=_ema_with_warmup(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
-    n_params = count_parameters(net)
-    log.info("restorer U-Net: %d parameters%s", n_params, f", initialised from {init_from}" if init_from else "")
-
-    start = 0
+    net, opt, ema, n_params = _build(cfg, device, fresh=state is None)
+    start = _resume(state, net, opt, ema, csv_path, ddp.is_main)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        _set_numpy_rng_state(state["rng"]["numpy"])
-        start = int(state["step"])
-        if ddp.is_main:
-            _truncate_losses(csv_path, start)
         log.info("resuming from %s at step %d", last_path, start)
-    elif csv_path.exists() and ddp.is_main:
-        csv_path.unlink()  # a fresh run: the old curve belongs to other weights
-
-    def save_state(step: int) -> None:
-        state = {
-            "format_version": FORMAT_VERSION, "kind": TRAIN_STATE_KIND, "config": to_dict(cfg), "step": step,
-            "model": net.state_dict(), "optimizer": opt.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
-        }
-        with atomic_path(last_path) as tmp:
-            torch.save(state, tmp)
 
     train_net = distributed.wrap(net, ddp)  # gradients averaged over ranks; `net` stays the one saved
     net.train()
     pending: list[tuple[int, float]] = []
-    recent: list[float] = []
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or not ddp.is_main, desc="restorer", unit="step")
     step, stopped_early, skipped = start, False, 0
-    if start and csv_path.exists():  # the guard's window, as an uninterrupted run would have it
-        with open(csv_path, newline="") as f:
-            recent = [float(r["loss"]) for r in csv.DictReader(f)][-SPIKE_WINDOW:]
+    recent = _recent_losses(csv_path) if start else []  # the guard's window, as an uninterrupted run would have it
+    # One loop, not split into helpers: the order of its draws (batch, dropout seed, loss noise)
+    # is what makes a resumed run end with the same weights as an uninterrupted one.
     for step in range(start + 1, cfg.steps + 1):
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
         cond, x0 = crop_batch(distorted, pristine, cfg.crop_size, cfg.batch_size, gen, rotate=cfg.rotate)
@@ -311,18 +280,7 @@ def train_restorer(
                               full_range_share=cfg.full_range_share, distorted_start=cfg.distorted_start,
                               mixed_start=cfg.mixed_start, conditional=cfg.conditional)
         value = distributed.all_reduce_mean(loss.item(), ddp)  # the same on every rank: all skip or none
-        if spiked(value, recent, cfg.spike_guard):
-            skipped += 1
-            log.warning("step %d: loss %.3g is over %g x the median of the last %d steps; update skipped",
-                        step, value, cfg.spike_guard, len(recent))
-        else:
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(net)
+        skipped += not _update(loss, value, recent, step, net, opt, ema, cfg)
         pending.append((step, value))
         recent = (recent + [value])[-SPIKE_WINDOW:]
         bar.update(1)
@@ -332,23 +290,96 @@ def train_restorer(
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
             if ddp.is_main:  # one writer; the other ranks wait for the checkpoint
                 _append_losses(csv_path, pending)
-                save_state(step)
+                _save_train_state(last_path, cfg, step, net, opt, ema)
             pending = []
             distributed.barrier(ddp)
         if stopped_early:
             log.info("time budget of %.0f s spent at step %d of %d; rerun to resume", max_seconds, step, cfg.steps)
             break
     bar.close()
-    seconds = time.perf_counter() - t0
-    final = ema.module if ema is not None else net
     extra = {"steps": int(step), "final_loss": float(np.mean(recent)) if recent else None, "skipped_updates": skipped,
-             "ema": ema is not None, "parameters": n_params, "init": cfg.init,
-             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(provenance or {})}
+             "ema": ema is not None, "parameters": n_params, "init": cfg.init, **(provenance or {})}
+    return _finish(out_dir / "restorer.pt", ema.module if ema is not None else net, cfg, extra, ddp,
+                   {"resumed_from": start, "stopped_early": stopped_early, "seconds": time.perf_counter() - t0})
+
+
+def _finish(path: Path, final, cfg: RestorerConfig, extra: dict, ddp, run: dict) -> dict:
+    """Write ``restorer.pt`` (rank 0) with ``extra`` and the date -> the run's summary."""
+    extra = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
     if ddp.is_main:
-        save_restorer(out_dir / "restorer.pt", final, cfg, extra)
+        save_restorer(path, final, cfg, extra)
     distributed.barrier(ddp)
-    done = step - start
-    summary = {**extra, "resumed_from": start, "stopped_early": stopped_early, "seconds": seconds, "steps_per_s": done / seconds if done else None,
-               "restorer": str(out_dir / "restorer.pt")}
+    done = extra["steps"] - run["resumed_from"]
+    summary = {**extra, **run, "steps_per_s": done / run["seconds"] if done else None, "restorer": str(path)}
     log.info("restorer training done: %s", summary)
     return summary
+
+
+def _recent_losses(csv_path: Path) -> list[float]:
+    """The last ``SPIKE_WINDOW`` logged losses (the spike guard's window on a resume)."""
+    if not csv_path.exists():
+        return []
+    with open(csv_path, newline="") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)][-SPIKE_WINDOW:]
+
+
+def _build(cfg: RestorerConfig, device, fresh: bool):
+    """The U-Net (initial weights from ``cfg.seed``, or ``cfg.init`` on a fresh run: a resume
+    overwrites them anyway), its Adam optimiser and EMA -> (net, opt, ema or None, parameters)."""
+    torch.manual_seed(cfg.seed)  # initial weights
+    net = ConditionalUNet(cfg.unet)
+    net.conditional = cfg.conditional
+    init_from = init_weights(net, cfg.init) if fresh else None
+    net = net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    ema = AveragedModel(net, avg_fn=_ema_with_warmup(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
+    n_params = count_parameters(net)
+    log.info("restorer U-Net: %d parameters%s", n_params, f", initialised from {init_from}" if init_from else "")
+    return net, opt, ema, n_params
+
+
+def _resume(state: dict | None, net, opt, ema, csv_path: Path, is_main: bool) -> int:
+    """Load a train state (weights, optimiser, EMA, RNG states) -> the step it resumes after
+    (0 for a fresh run, whose old loss curve belongs to other weights and goes)."""
+    if state is None:
+        if csv_path.exists() and is_main:
+            csv_path.unlink()
+        return 0
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    _set_numpy_rng_state(state["rng"]["numpy"])
+    start = int(state["step"])
+    if is_main:
+        _truncate_losses(csv_path, start)
+    return start
+
+
+def _update(loss, value: float, recent: list[float], step: int, net, opt, ema, cfg: RestorerConfig) -> bool:
+    """One optimiser step on ``loss`` (gradient clipping, EMA) unless ``spiked``; -> whether it was taken."""
+    if spiked(value, recent, cfg.spike_guard):
+        log.warning("step %d: loss %.3g is over %g x the median of the last %d steps; update skipped",
+                    step, value, cfg.spike_guard, len(recent))
+        return False
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    opt.step()
+    if ema is not None:
+        ema.update_parameters(net)
+    return True
+
+
+def _save_train_state(path: Path, cfg: RestorerConfig, step: int, net, opt, ema) -> None:
+    """``last.pt``: everything an exact resume needs (weights, optimiser, EMA, RNG states, config)."""
+    state = {
+        "format_version": FORMAT_VERSION, "kind": TRAIN_STATE_KIND, "config": to_dict(cfg), "step": step,
+        "model": net.state_dict(), "optimizer": opt.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)

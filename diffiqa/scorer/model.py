@@ -141,12 +141,38 @@ class DualBranchScorer(nn.Module):
         """``load_pretrained=False`` builds random backbones (fast; to load a checkpoint)."""
         super().__init__()
         self.cfg = cfg
+        specs = self._plan_backbones(cfg, load_pretrained)
+        #: {key: (backbone name, out indices)}: what each entry of ``encode``'s output holds
+        self.backbone_specs = {key: (name, tuple(out)) for key, (name, _, out) in specs.items()}
+        self.backbones = nn.ModuleDict({
+            key: build_backbone(name, p, out, channels_last=cfg.channels_last, cell_stats=cfg.cell_stats)
+            for key, (name, p, out) in specs.items()
+        })
+        self._build_branches(cfg)
+        self.branch_gain = nn.Parameter(torch.ones(2)) if cfg.fusion == "learned" else None
+        self.head_gain = float(cfg.head_gain)  # a plain number: set by training, stored in the config
+        self.skip = None
+        if cfg.skip:
+            enabled = {"distorted": True, "restored": cfg.use_restored, "noisy_1": cfg.use_noisy,
+                       "noisy_2": cfg.use_noisy}
+            self.skip_kinds = [k for k in cfg.skip_kinds if enabled[k]]
+            if not self._skip_source:  # older format: every level of every backbone, keys sorted
+                self._skip_source = [(key, list(range(len(self.backbones[key].channels)))) for key in sorted(self.backbones)]
+            width = 2 * len(self.skip_kinds) * sum(self.backbones[key].channels[i] for key, pos in self._skip_source
+                                                   for i in pos)
+            self.skip = PooledLinear(width)
+        if cfg.freeze_backbones:
+            self.backbones.requires_grad_(False)
+            self.backbones.eval()
+
+    def _plan_backbones(self, cfg: ScorerConfig, load_pretrained: bool) -> dict[str, tuple[str, Any, list[int]]]:
+        """Which backbones to build -> {key: (name, pretrained, out indices)}; sets which of
+        their outputs each branch (``_branch_source``) and the skip path (``_skip_source``) read."""
         pre = {b: (cfg.branch_pretrained(b) if load_pretrained else False) for b in ("vcg", "vda")}
         shared = (
             cfg.use_vcg and cfg.use_vda and cfg.share_backbone and cfg.vcg_backbone == cfg.vda_backbone
             and cfg.branch_pretrained("vcg") == cfg.branch_pretrained("vda")
         )
-        # Which backbones to build and, per branch, which of their outputs it reads.
         specs: dict[str, tuple[str, Any, list[int]]] = {}
         if shared:
             union = sorted(set(cfg.vcg_out_indices) | set(cfg.vda_out_indices))
@@ -178,12 +204,9 @@ class DualBranchScorer(nn.Module):
                 if k == key:
                     self._branch_source[b] = (k, [union.index(old[i]) for i in pos])
             self._skip_source.append((key, [union.index(i) for i in cfg.skip_out_indices]))
-        #: {key: (backbone name, out indices)}: what each entry of ``encode``'s output holds
-        self.backbone_specs = {key: (name, tuple(out)) for key, (name, _, out) in specs.items()}
-        self.backbones = nn.ModuleDict({
-            key: build_backbone(name, p, out, channels_last=cfg.channels_last, cell_stats=cfg.cell_stats)
-            for key, (name, p, out) in specs.items()
-        })
+        return specs
+
+    def _build_branches(self, cfg: ScorerConfig) -> None:
         def channels(branch):
             key, pos = self._branch_source[branch]
             return [self.backbones[key].channels[i] for i in pos]
@@ -203,21 +226,6 @@ class DualBranchScorer(nn.Module):
                 ch, tuple(range(len(ch))), cfg.vda_grid_level, cfg.vda_dim, cfg.heads, cfg.dropout,
                 cfg.rtab_qkv, cfg.use_rtab, cfg.use_restored, cfg.use_noisy, cfg.slot_norm, cfg.zero_init_heads,
             )
-        self.branch_gain = nn.Parameter(torch.ones(2)) if cfg.fusion == "learned" else None
-        self.head_gain = float(cfg.head_gain)  # a plain number: set by training, stored in the config
-        self.skip = None
-        if cfg.skip:
-            enabled = {"distorted": True, "restored": cfg.use_restored, "noisy_1": cfg.use_noisy,
-                       "noisy_2": cfg.use_noisy}
-            self.skip_kinds = [k for k in cfg.skip_kinds if enabled[k]]
-            if not self._skip_source:  # older format: every level of every backbone, keys sorted
-                self._skip_source = [(key, list(range(len(self.backbones[key].channels)))) for key in sorted(self.backbones)]
-            width = 2 * len(self.skip_kinds) * sum(self.backbones[key].channels[i] for key, pos in self._skip_source
-                                                   for i in pos)
-            self.skip = PooledLinear(width)
-        if cfg.freeze_backbones:
-            self.backbones.requires_grad_(False)
-            self.backbones.eval()
 
     @property
     def kinds_needed(self) -> list[str]:
