@@ -30,10 +30,9 @@ def _cpu() -> RestorerConfig:
     # RESULTS.md "Restorer"), ~0.2 s per training step of 8 crops of 64² on an idle core. The net predicts
     # the residual x0 - cond, so a 1-3 call chain from a lightly noised distorted image
     # restores; training draws the levels and start states that chain visits.
-    # GroupNorm: without normalisation the net learned faster at first (+1.1 dB on white noise
-    # after 100 steps vs +0.04 after 200) but every run diverged near step 600 and ended
-    # predicting a constant (benchmarks/RESULTS.md "Restorer"); with GroupNorm 7395 steps
-    # (25 min on one thread) gave the packaged restorer: +4.3 dB pooled on held-out noise.
+    # GroupNorm: without normalisation the net learns faster at first but diverges near step
+    # 600 and ends predicting a constant (benchmarks/RESULTS.md "Restorer"); with it, 7395
+    # steps (25 min on one thread) give the packaged restorer.
     unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), res_blocks=1, attn_resolutions=(),
                       attn_reference_size=64, dropout=0.0, norm="group", groups=8, stem=2, prediction="residual")
     # L2 on the residual: an L1 run (1400 steps, batch 16, lr 3e-4) collapsed to predicting
@@ -45,10 +44,8 @@ def _cpu() -> RestorerConfig:
     # distortion under noise the net must remove first, which costs PSNR. No full-range share:
     # a run with 5 % of t ~ U(0,1) spiked its loss to 90 near step 600 and by step 5000 output
     # a constant (cause not isolated; the paper profile trains its own full-chain restorer).
-    # Every run so far met one batch near step 600 whose loss was 10^3-10^4 x the usual (90, 252)
-    # and afterwards predicted a constant residual (std 0.001), with or without clipping the
-    # gradient at norm 1; before it, 400 steps gained +1.4 dB on held-out white noise. So a step
-    # whose loss is over 20 x the recent median is skipped (spike_guard) instead of clipped.
+    # A batch whose loss is 10^3-10^4 x the usual wrecks the weights whether or not the gradient
+    # is clipped, so a step whose loss is over 20 x the recent median is skipped (spike_guard).
     return RestorerConfig(unet=unet, crop_size=64, batch_size=8, lr=5e-4, steps=100_000, loss="l2",
                           ema_decay=0.999, checkpoint_every=200, seed=0, t_max=0.1, full_range_share=0.0,
                           distorted_start=0.9, mixed_start=0.1, rotate=True, grad_clip=0.0, spike_guard=20.0,
@@ -70,8 +67,8 @@ def _prior_map() -> RestorerConfig:
     # The enhancement's latent map (diffiqa/enhance/invertible.py): a denoiser of pristine
     # photographs with no condition (zeros), so its chain from a noised image removes
     # noise-like components and a latent move comes out as image structure, where the
-    # conditional restorer (x0 ~ cond + f) passed it through as white pixel noise (issue 13,
-    # benchmarks/RESULTS.md "Enhancement"). The cpu preset's layout; it predicts x0 (with a
+    # conditional restorer (x0 ~ cond + f) passes it through as white pixel noise
+    # (benchmarks/RESULTS.md "Enhancement"). The cpu preset's layout; it predicts x0 (with a
     # zero condition "residual" would be the same thing), L2, levels t ~ U(0, 0.5): the map's
     # chains start at t_start <= 0.5. Trained by benchmarks/train_prior_map.py.
     unet = dataclasses.replace(_cpu().unet, prediction="x0")

@@ -68,7 +68,7 @@ def fold_ids(n: int, folds: int, seed: int, groups=None) -> np.ndarray:
     group share a fold, so CV error is measured on unseen groups, as the test split is. The
     trainer does not use it: on the demo (18 distorted versions of each of 17 photographs) the
     skip path's strength chosen with content-grouped folds gave SRCC 0.641 ± 0.108 against
-    0.709 ± 0.072 with random folds (dvc repro, 5 splits, 2026-12-01). Likely cause, not checked: grouped MSE is dominated
+    0.709 ± 0.072 with random folds (5 splits). Likely cause, not checked: grouped MSE is dominated
     by each unseen photograph's offset, so it shrinks away the within-photograph ranking that
     SRCC measures. When every row is its own group the folds are the ungrouped ones, unchanged.
     """
