@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from diffiqa.diffusion.chain import Chain
 from diffiqa.enhance.priors.diffiqa_prior import DiffIQAPrior
 from diffiqa.enhance.priors.restoration_gap import RestorationGapPrior
 from diffiqa.restore import RestoreParams
@@ -49,7 +50,7 @@ class BrightnessScorer(nn.Module):
 
 
 def test_diffiqa_prior_scores_crops_and_passes_gradient_through_the_distorted_input():
-    params = RestoreParams(crop_size=8, crops_per_image=3, seed=0, sampler="ddim", steps=4, keep_steps=(5, 10))
+    params = RestoreParams(crop_size=8, crops_per_image=3, seed=0, chain=Chain("ddim", 4), keep_steps=(5, 10))
     metric = SimpleNamespace(scorer=BrightnessScorer(), restorer=TowardsTarget(torch.zeros(1, 3, 8, 8)),
                              params=params, device=torch.device("cpu"))
     prior = DiffIQAPrior(metric=metric)
@@ -83,7 +84,7 @@ class DistortedOnlyScorer(nn.Module):
 
 
 def test_diffiqa_prior_with_a_distorted_only_scorer_passes_gradient_to_the_pixels():
-    params = RestoreParams(crop_size=8, crops_per_image=0, seed=0, sampler="ddim", steps=2, keep_steps=(5, 10))
+    params = RestoreParams(crop_size=8, crops_per_image=0, seed=0, chain=Chain("ddim", 2), keep_steps=(5, 10))
     metric = SimpleNamespace(scorer=DistortedOnlyScorer(), restorer=None, params=params, device=torch.device("cpu"))
     prior = DiffIQAPrior(metric=metric)
     x = torch.cat([torch.full((1, 3, 16, 16), 0.2), torch.full((1, 3, 16, 16), 0.7)]).requires_grad_(True)
