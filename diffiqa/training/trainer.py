@@ -1,6 +1,9 @@
 """Train the scorer of one split from the restore cache, resumable after ``kill -9``.
 
-One loop (:func:`run_epochs`) around three parts:
+``train_split`` in steps, over one :class:`SplitRun` (what every fit of the split shares):
+``choose_gain`` (k-fold CV of the branches' gain, one fit per fold) -> ``fit_final`` (all rows)
+-> the checkpoint. Each fit (``SplitRun.fit``) builds the scorer, sets its skip path
+(``fit_skip``) and trains its branches with one loop (:func:`run_epochs`) around three parts:
 
 - a **batch source** (:mod:`diffiqa.training.sources`): cached frozen features (the whole
   grid of covering tiles; training sees a random window of it, mirrored at random) or pixels
