@@ -27,3 +27,12 @@ class OutputError(DiffiqaError):
 
 class ProvenanceError(DiffiqaError):
     """An artifact was made with other inputs than the current ones."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file that cannot be used: not a checkpoint, another kind, a config that
+    does not type-check, a state_dict that does not fit its config or holds NaN/inf."""
+
+
+class NumericError(DiffiqaError):
+    """A model produced or was given NaN, inf or out-of-range numbers."""

@@ -94,6 +94,18 @@ class RestorerConfig:
     conditional: bool = True
 
     def __post_init__(self):
+        for name in ("crop_size", "batch_size", "steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={self.lr}: must be > 0")
+        if self.loss not in ("l1", "l2"):
+            raise ConfigError(f"loss={self.loss!r}: expected 'l1' or 'l2'")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay={self.ema_decay}: must be in [0, 1) (0 = off)")
+        if self.grad_clip < 0 or self.num_workers < 0 or self.seed < 0:
+            raise ConfigError(f"grad_clip={self.grad_clip}, num_workers={self.num_workers}, seed={self.seed}: "
+                              "must be >= 0")
         if not 0.0 < self.t_max <= 1.0:
             raise ConfigError(f"t_max={self.t_max}: must be in (0, 1]")
         if self.spike_guard < 0 or (0 < self.spike_guard <= 1):
@@ -126,25 +138,29 @@ def save_restorer(path: str | Path, net: torch.nn.Module, cfg: RestorerConfig, e
 
 
 def load_restorer(path: str | Path, map_location="cpu") -> tuple[ConditionalUNet, RestorerConfig, dict[str, Any]]:
-    """-> (net in eval mode, RestorerConfig, extra). Errors name the file and the problem."""
+    """-> (net in eval mode, RestorerConfig, extra). Every field is checked first
+    (``diffiqa.checkpoint_checks``): one line naming the file and the problem."""
+    from diffiqa.checkpoint_checks import config_of, fit_state, read_checkpoint, state_of
+    from diffiqa.errors import CheckpointError
+
     p = Path(path)
+    what = "restorer checkpoint"
     if not p.is_file():
-        raise DiffiqaError(f"{p}: restorer checkpoint not found (train one with the pretrain_restorer stage)")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean "not a usable checkpoint"
-        raise DiffiqaError(f"{p}: not a readable restorer checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
-        raise DiffiqaError(f"{p}: not a diffiqa restorer checkpoint (kind={ckpt.get('kind') if isinstance(ckpt, dict) else None!r})")
+        raise CheckpointError(f"{p}: restorer checkpoint not found (train one with the pretrain_restorer stage)")
+    ckpt = read_checkpoint(p, what)
+    if ckpt.get("kind") != KIND:
+        raise CheckpointError(f"{p}: not a diffiqa restorer checkpoint (kind={ckpt.get('kind')!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:
-        raise DiffiqaError(f"{p}: format_version {ckpt.get('format_version')} (this code reads {FORMAT_VERSION})")
-    cfg = from_dict(RestorerConfig, ckpt["config"], where=f"{p}:config")
+        raise CheckpointError(f"{p}: format_version {ckpt.get('format_version')} (this code reads {FORMAT_VERSION})")
+    cfg = config_of(RestorerConfig, ckpt, p, what)
     if "sampler" not in ckpt["config"]:
         cfg.sampler = LEGACY_CHAIN
+    state = state_of(ckpt, p, what)
     net = ConditionalUNet(cfg.unet)
-    net.load_state_dict(ckpt["state_dict"])
+    fit_state(net, state, p)
     net.conditional = cfg.conditional  # consumers feed a zero condition when False (see condition_for)
-    return net.eval(), cfg, ckpt.get("extra", {})
+    extra = ckpt.get("extra", {})
+    return net.to(map_location).eval(), cfg, extra if isinstance(extra, dict) else {}
 
 
 def condition_for(net, cond: torch.Tensor) -> torch.Tensor:
