@@ -210,8 +210,10 @@ def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=
     ``checkpoint``: a ``split-<k>.pt`` from training (default: see :func:`find_checkpoint`).
     ``restorer``: overrides the restorer path recorded in the checkpoint (its sha256 must match).
     """
-    from diffiqa.checkpoint_checks import restore_params as _restore_params
+    from diffiqa.checkpoint_checks import restore_spec
     from diffiqa.diffusion.training import load_restorer
+    from diffiqa.errors import CheckpointError
+    from diffiqa.restore import RestoreParams
     from diffiqa.scorer import load_scorer
 
     if name not in METRICS:
@@ -220,7 +222,12 @@ def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=
     ckpt = find_checkpoint(checkpoint)
     scorer, _cfg, extra = load_scorer(ckpt)
     extra = dict(extra or {})
-    restore_params = _restore_params(extra, ckpt, batch_size)
+    try:
+        restore_params = RestoreParams(**restore_spec(extra, ckpt), batch_size=int(batch_size))
+    except CheckpointError:
+        raise
+    except ConfigError as e:  # RestoreParams' own range checks
+        raise CheckpointError(f"{ckpt}: extra.{e}") from None
     if list(getattr(scorer, "kinds_needed", IMAGE_KINDS)) == ["distorted"] and restorer is None:
         # a scorer that reads only the distorted image: nothing to restore (several times faster)
         restorer_path, net = "", None

@@ -6,7 +6,7 @@ any model is built from it: the file reads with ``weights_only=True`` as a dict 
 ``kind`` and format; the config exists and type-checks field by field (``diffiqa.config``,
 which also runs the config's own range checks); the ``state_dict`` is a dict of tensors, all
 finite; and every tensor has the shape the config's model expects (``fit_state``). The scorer's
-restore record (``restore_params``) is checked the same way (a crop size of at least 1 pixel).
+restore record (``restore_spec``) is checked the same way (a crop size of at least 1 pixel).
 """
 
 from __future__ import annotations
@@ -103,10 +103,10 @@ _RESTORE_FIELDS = {
 }
 
 
-def restore_params(extra: dict, path, batch_size: int):
-    """``RestoreParams`` from a scorer checkpoint's ``extra["restore"]``, every field checked."""
+def restore_spec(extra: dict, path) -> dict:
+    """The ``RestoreParams`` fields of a scorer checkpoint's ``extra["restore"]``, every field
+    type-checked, the crop size at least 1 (``RestoreParams`` checks the rest when built)."""
     from diffiqa.config import check_type
-    from diffiqa.restore import RestoreParams
 
     spec = extra.get("restore") if isinstance(extra, dict) else None
     if not isinstance(spec, dict) or not spec:
@@ -124,7 +124,4 @@ def restore_params(extra: dict, path, batch_size: int):
             raise CheckpointError(str(e)) from None
     if values["crop_size"] < 1:
         raise CheckpointError(f"{path}: extra.restore.crop_size={values['crop_size']}: must be at least 1 pixel")
-    try:
-        return RestoreParams(**values, batch_size=int(batch_size))
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: extra.{e}") from None
+    return values

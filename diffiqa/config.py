@@ -117,6 +117,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}")
+    required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and f.name not in data]
+    if required:
+        raise ConfigError(f"{where or cls.__name__}: missing key(s) {required}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
@@ -125,8 +129,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as e:
+        # "params.yaml: train" + "train.lr must be > 0" -> "params.yaml: train.lr must be > 0"
+        head, _, key = where.rpartition(": ")
         if not where or str(e).startswith(where):
             raise
+        if str(e).startswith(key.split(".")[0]):
+            if not head:
+                raise
+            raise ConfigError(f"{head}: {e}") from None
         raise ConfigError(f"{where}: {e}") from None
 
 

@@ -94,9 +94,12 @@ class RestorerConfig:
     conditional: bool = True
 
     def __post_init__(self):
-        for name in ("crop_size", "batch_size", "steps", "checkpoint_every"):
+        for name in ("crop_size", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        # 0 steps only from an `init` (ship it as is); from random weights it would write an untrained net
+        if self.steps < (0 if self.init else 1):
+            raise ConfigError(f"steps={self.steps}: must be at least 1 (or 0 with an `init` checkpoint to start from)")
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr}: must be > 0")
         if self.loss not in ("l1", "l2"):
