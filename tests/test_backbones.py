@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-
 import torch.nn.functional as F
 
 from diffiqa.errors import ConfigError

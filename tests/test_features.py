@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-
 from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache, read_cache
 from diffiqa.errors import ConfigError
 from diffiqa.scorer import DualBranchScorer, scorer_preset
