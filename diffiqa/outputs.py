@@ -157,10 +157,10 @@ class Stage:
         finals = [self.final(p) for p in staged]
         for target in finals:
             self.plan.check_target(target)
+            if target.is_dir():
+                raise OutputError(f"{self.plan.what} {target}: is a folder, not a file; nothing was overwritten")
         for src, dst in zip(staged, finals):
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.is_dir():
-                raise OutputError(f"{self.plan.what} {dst}: is a folder, not a file; nothing was overwritten")
             os.replace(src, dst)
         return finals
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffiqa.data.image_io import load_image, save_image
+from diffiqa.data.image_io import iter_image_files, load_image, save_image
 from diffiqa.errors import OutputError, Terminated
 from diffiqa.outputs import STAGE_PREFIX, OutputPlan, RunLock, file_mode
 from tests.cli_helpers import assert_one_line, run_cli
@@ -158,7 +158,11 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path, capsy
         rc, _, _ = restore(capsys, images(tmp_path / "in", "a.png")[0], "--out", out,
                            "--checkpoint", tiny_restorer(tmp_path / "r.pt"))
         assert rc == 0 and not stale.exists() and running.dir.is_dir()
-    assert sorted(p.name for p in out.iterdir()) == ["a_noisy_1.png", "a_noisy_2.png", "a_restored.png", "a_strip.png"]
+        # a folder search never takes a run's unfinished outputs for inputs
+        assert (running.dir / "b_restored.png").write_bytes(b"x") and iter_image_files([out]) == sorted(
+            out / f"a_{k}.png" for k in ("noisy_1", "noisy_2", "restored", "strip"))
+    assert sorted(p.name for p in out.iterdir()) == ["a_noisy_1.png", "a_noisy_2.png", "a_restored.png", "a_strip.png",
+                                                     "b_restored.png"]
 
 
 def test_outputs_get_the_same_mode_as_csv_and_json(tmp_path, capsys):

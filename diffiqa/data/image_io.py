@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from diffiqa.errors import ImageError
+from diffiqa.outputs import STAGE_PREFIX
 
 # Truncated files must fail loudly, never load as half-grey pictures.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -225,6 +226,8 @@ def _walk_images(folder: Path, out: list, unreadable: list, seen: set) -> None:
             unreadable.append(f"{entry.path}: cannot be read ({e.strerror or e})")
             continue
         if is_dir:
+            if entry.name.startswith(STAGE_PREFIX):  # another run's unfinished outputs, never inputs
+                continue
             _walk_images(Path(entry.path), out, unreadable, seen)
         elif is_file and is_image_file(entry.name):
             out.append(Path(entry.path))
