@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from diffiqa.data.pairs import PairsParams
-from pipeline.common import LAYOUT, group, main_guard, params, resolve_root
+from pipeline.common import LAYOUT, group, main_guard, resolve_root
 
 SKIMAGE = "skimage"  # pseudo-folder: the colour photographs bundled with scikit-image
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffiqa.data.image_io import HEIF_READABLE, iter_image_files, load_image, save_image
+from diffiqa.data.image_io import HEIF_READABLE, iter_image_files, load_image
 from diffiqa.errors import ConfigError, ImageError
 from tests.cli_helpers import run_cli
 from tests.test_hostile_outputs import images, tiny_restorer

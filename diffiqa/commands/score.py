@@ -2,7 +2,9 @@
 
 Streams: one image in memory at a time, each row written and flushed as soon as it is scored,
 so a folder of 10,000 images neither runs out of memory nor loses finished rows. With
-``--csv`` the rows go to ``OUT.partial``, renamed to ``OUT`` when every image is done.
+``--csv`` the rows go to ``OUT.partial`` a whole row at a time, renamed to ``OUT`` when every
+image is done; the run holds a lock on ``OUT`` (``diffiqa.outputs.RunLock``), so a second
+``score --csv OUT`` is refused while it runs instead of mixing rows into its file.
 
 Scores are on the training set's quality scale (0 = its worst rated image, 1 = its best) and
 are NOT clamped: an image judged worse or better than anything the model was trained on
@@ -121,7 +123,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def run(args) -> int:
     from diffiqa.data.image_io import iter_image_files
     from diffiqa.devices import resolve_device
-    from diffiqa.errors import ConfigError, DiffiqaError, ImageError, OutputError
+    from diffiqa.errors import ConfigError, DiffiqaError
     from diffiqa.io_utils import check_output_file
     from diffiqa.outputs import RunLock
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffiqa.config import from_dict, to_dict
+from diffiqa.config import to_dict
 from diffiqa.errors import ConfigError
 from diffiqa.io_utils import atomic_path
 from diffiqa.scorer.backbones import build_backbone
