@@ -41,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from diffiqa.data.pairs import load_pairs, make_pairs  # noqa: E402
+from diffiqa.data.pairs import PairsParams, load_pairs, make_pairs  # noqa: E402
 from diffiqa.diffusion.chain import Chain, run_chain  # noqa: E402
 from diffiqa.diffusion.checkpoint import load_restorer  # noqa: E402
 from diffiqa.diffusion.evaluation import evaluate_restorer  # noqa: E402
@@ -179,9 +179,9 @@ def main(argv=None) -> int:
     pairs_dir = Path(args.pairs) if args.pairs else work / "pairs"
     if not args.pairs:
         train_count = args.train_pairs if (train_here and args.train_minutes > 0) else 0
-        make_pairs([find_pristine(args.pristine)], pairs_dir, crop_size=args.crop_size, types=types, levels=[1, 2, 3, 4, 5],
-                   count=train_count, heldout_images=heldout_images, seed=args.seed, heldout_count=args.heldout_count,
-                   progress=progress)
+        make_pairs(PairsParams(crop_size=args.crop_size, types=types, count=train_count, heldout_images=heldout_images,
+                               seed=args.seed, heldout_count=args.heldout_count),
+                   pairs_dir, pristine_dirs=[find_pristine(args.pristine)], progress=progress)
     trained = None
     if train_here:
         if args.train_minutes <= 0:

@@ -42,7 +42,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from diffiqa.data.pairs import make_pairs
+    from diffiqa.data.pairs import PairsParams, make_pairs
     from diffiqa.diffusion.presets import restorer_preset
     from diffiqa.diffusion.training import train_restorer
 
@@ -50,8 +50,9 @@ def main() -> None:
     pairs = work / "pairs"
     if not (pairs / "summary.json").exists():
         pristine = [Path(args.data) / "pristine" / "kodak24", Path(args.data) / "pristine" / "cq100"]
-        make_pairs(pristine, pairs, crop_size=args.pair_size, types=RESTORABLE_TYPES, levels=[1, 2, 3, 4, 5],
-                   count=args.count, heldout_images=12, seed=0, heldout_count=660, type_levels=MILD, augment=True)
+        make_pairs(PairsParams(crop_size=args.pair_size, types=tuple(RESTORABLE_TYPES), count=args.count,
+                               heldout_images=12, seed=0, heldout_count=660, type_levels=MILD, augment=True),
+                   pairs, pristine_dirs=pristine)
     cfg = restorer_preset("cpu")
     cfg.steps = args.steps
     logging.getLogger("train_cpu_restorer").info("config %s", to_dict(cfg))

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from diffiqa.cache import IMAGE_KINDS
 from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
-from diffiqa.errors import ConfigError, DiffiqaError, ImageError, ProvenanceError
+from diffiqa.errors import ConfigError, DiffiqaError, ImageError, NumericError, ProvenanceError
 from diffiqa.layout import ProjectLayout
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ METRICS = ("diffiqa",)
 MIN_TILE = 32  # whole-image models: the smallest side a tile may have (one stride-32 cell)
 CROP_KEY = "image"  # one key for every new image: crops depend on the pixels' size only
 _SPLIT_CKPT = re.compile(r"^split-\d+\.pt$")
+RANGE_SLACK = 1e-6  # float rounding of a [0,1] image made elsewhere ((x + 1) / 2, x / 255) stays inside this
 
 HOW_TO_TRAIN = (
     "train one with `dvc repro train@demo` (the demo profile: minutes on a CPU; writes "
@@ -99,8 +100,11 @@ def _as_cached(image01: np.ndarray, dtype: str) -> np.ndarray:
 class DiffIQAMetric(nn.Module):
     """Quality of whole images, higher = better, on the training set's [0,1] quality scale.
 
-    ``forward(x)``: a path, a list of paths, or an (N,3,H,W) / (3,H,W) tensor in [0,1]
+    ``forward(x)``: a path, a list of paths, or an (N,3,H,W) / (3,H,W) floating tensor in [0,1]
     (sides at least the crop size) → (N,) float32 tensor. Deterministic: same input, same score.
+    A tensor of another dtype (uint8), another range (0-255, [-1, 1]) or with NaN/inf is refused
+    with one line saying what was found (``check_image_tensor``), never clamped; a restorer or
+    scorer output that is not finite is a ``NumericError`` naming the image, never a NaN score.
     Scores are not clamped: score_range (0, 1) is the training set's nominal scale (0 = its worst
     rated image, 1 = its best); an image judged beyond those scores slightly below 0 or above 1.
     """
@@ -147,11 +151,18 @@ class DiffIQAMetric(nn.Module):
                 scores.append(self.scorer(x).reshape(-1).float().cpu())
                 continue
             got = sample_crops(self.restorer, tiles, ids, p, self.device)
+            for kind in IMAGE_KINDS[1:]:
+                if not np.isfinite(got[kind]).all():
+                    raise NumericError(f"{name}: the restorer {self.restorer_path or ''} output NaN/inf ({kind}); "
+                                       f"its checkpoint or the chain settings are broken")
             if got["distorted"].dtype == np.uint8:
                 got["distorted"] = got["distorted"].astype(np.float32) / 255.0
             kinds = [torch.from_numpy(_as_cached(got[k], p.dtype)).to(self.device) for k in IMAGE_KINDS]
             scores.append(self.scorer(*kinds).reshape(-1).float().cpu())
-        return float(torch.cat(scores).mean())
+        score = torch.cat(scores)
+        if not bool(torch.isfinite(score).all()):
+            raise NumericError(f"{name}: the scorer {self.checkpoint} output NaN/inf; its checkpoint is broken")
+        return float(score.mean())
 
     def score_paths(self, paths: Iterable) -> Iterable[tuple[Path, float]]:
         """Yield (path, score) one image at a time (only one image is ever in memory)."""
@@ -167,11 +178,29 @@ class DiffIQAMetric(nn.Module):
                 x = x.unsqueeze(0)
             if x.dim() != 4 or x.shape[1] != 3:
                 raise DiffiqaError(f"expected an (N,3,H,W) tensor in [0,1], got shape {tuple(x.shape)}")
+            check_image_tensor(x)
+            # clamp only the rounding slack check_image_tensor allows
             arrays = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             scores = [self.score_array(np.ascontiguousarray(a), f"tensor[{i}]") for i, a in enumerate(arrays)]
         else:
             scores = [s for _, s in self.score_paths(list(x))]
         return torch.tensor(scores, dtype=torch.float32)
+
+
+def check_image_tensor(x: torch.Tensor, name: str = "tensor") -> None:
+    """Refuse what would otherwise be clamped silently: a non-float dtype, NaN/inf, values
+    outside [0, 1] (beyond ``RANGE_SLACK``). The message says what was found and the usual fix."""
+    if not x.is_floating_point():
+        hint = " (divide 8-bit images by 255)" if x.dtype == torch.uint8 else ""
+        raise NumericError(f"{name}: expected a floating tensor in [0, 1], got {x.dtype}{hint}")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        raise NumericError(f"{name}: holds {int((~finite).sum())} NaN/inf values; expected a finite image in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+        hint = (" (0-255 values: divide by 255)" if hi > 1.5 else
+                " ([-1, 1] values: map them with (x + 1) / 2)" if lo < -0.5 else "")
+        raise NumericError(f"{name}: values in [{lo:.4g}, {hi:.4g}], expected [0, 1]{hint}")
 
 
 def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=None, batch_size: int = 8,
@@ -181,7 +210,9 @@ def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=
     ``checkpoint``: a ``split-<k>.pt`` from training (default: see :func:`find_checkpoint`).
     ``restorer``: overrides the restorer path recorded in the checkpoint (its sha256 must match).
     """
+    from diffiqa.checkpoint_checks import restore_spec
     from diffiqa.diffusion.training import load_restorer
+    from diffiqa.errors import CheckpointError
     from diffiqa.restore import RestoreParams
     from diffiqa.scorer import load_scorer
 
@@ -191,10 +222,12 @@ def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=
     ckpt = find_checkpoint(checkpoint)
     scorer, _cfg, extra = load_scorer(ckpt)
     extra = dict(extra or {})
-    spec = extra.get("restore")
-    if not spec:
-        raise DiffiqaError(f"{ckpt}: records no restore params (not trained by diffiqa.training?)")
-    restore_params = RestoreParams.from_record(spec, batch_size)
+    try:
+        restore_params = RestoreParams.from_record(restore_spec(extra, ckpt), batch_size)
+    except CheckpointError:
+        raise
+    except ConfigError as e:  # RestoreParams' own range checks
+        raise CheckpointError(f"{ckpt}: extra.{e}") from None
     if list(getattr(scorer, "kinds_needed", IMAGE_KINDS)) == ["distorted"] and restorer is None:
         # a scorer that reads only the distorted image: nothing to restore (several times faster)
         restorer_path, net = "", None

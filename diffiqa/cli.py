@@ -5,6 +5,8 @@ Each subcommand lives in ``diffiqa/commands/<name>.py`` with ``add_parser(subpar
 Errors derived from ``DiffiqaError`` are printed as one line (no traceback), exit code 2.
 A reader that goes away (``diffiqa score photos/ | head -1``) ends the command quietly with
 exit code 141 (128 + SIGPIPE, what a shell reports for a filter killed that way).
+SIGTERM (``kill``, a job scheduler's timeout) unwinds like Ctrl-C, so temporary files and
+staging folders are removed and the outputs stay as they were; exit code 143.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import errno
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from diffiqa import __version__
-from diffiqa.errors import DiffiqaError
+from diffiqa.errors import DiffiqaError, Terminated, raise_on_sigterm
 
 EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 COMMANDS = ["prepare", "distortions", "restore", "score", "enhance", "profile", "report"]
 
@@ -47,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    previous = raise_on_sigterm()
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         code = int(args.run(args) or 0)
         sys.stdout.flush()  # a full or closed stdout is reported here, not at interpreter exit
@@ -59,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffiqa: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("diffiqa: terminated (SIGTERM); outputs left as they were", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from diffiqa.errors import OutputError
+from diffiqa.outputs import same_file
 
 
 def explain_os_error(path, e: OSError, after: str = "nothing was overwritten") -> OutputError:
@@ -24,13 +25,6 @@ def explain_os_error(path, e: OSError, after: str = "nothing was overwritten") -
         return OutputError(f"{path}: is a folder, not a file; {after}")
     return OutputError(f"{path}: write failed ({e.strerror or e}); {after}")
 
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 def _probe_folder(folder: Path, path: Path, what: str) -> None:
@@ -58,7 +52,7 @@ def check_output_file(path: str | os.PathLike, what: str = "output", inputs=()) 
     if p.is_dir():
         raise OutputError(f"{what} {p}: is a folder, not a file; give a file name")
     for q in inputs:
-        if _same_file(p, Path(q)):
+        if same_file(p, Path(q)):
             raise OutputError(f"{what} {p}: is one of the inputs; it would be overwritten")
     _probe_folder(p.parent, p, what)
     return p

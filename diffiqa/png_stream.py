@@ -29,6 +29,7 @@ class PngRowWriter:
     def __init__(self, path: str | os.PathLike, width: int, height: int, level: int = 6):
         from diffiqa.errors import OutputError
         from diffiqa.io_utils import explain_os_error
+        from diffiqa.outputs import set_file_mode
 
         self.path, self.width, self.height, self.rows = Path(path), int(width), int(height), 0
         if self.width < 1 or self.height < 1:
@@ -38,6 +39,7 @@ class PngRowWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+            set_file_mode(tmp)  # mkstemp's 0600 would differ from the CSV and JSON outputs
         except OSError as e:
             raise explain_os_error(self.path, e) from None
         self._tmp = Path(tmp)

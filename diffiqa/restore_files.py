@@ -90,6 +90,7 @@ def restore_images(
     progress: bool = True,
     t_start: float | None = None,
     tile: int = DEFAULT_TILE,
+    skipped: list | None = None,
 ) -> list[dict]:
     """Restore whole images (or their centred ``crop``×``crop`` square) for inspection.
 
@@ -101,62 +102,81 @@ def restore_images(
     states are q(x_t | restored) at t = k/50 (the cache's definition). An image larger than
     ``tile`` pixels (0 = never) is restored window by window and written band by band
     (``restore_bands``, ``_write_bands``): peak memory is the uint8 input plus O(width x tile),
-    flat in image size; one that fits a window is restored whole (``restore_file``). Bad arguments
-    (device, output folder, crop) fail before any work.
+    flat in image size; one that fits a window is restored whole, as before. Bad arguments
+    (device, output folder, crop) fail before any work, and so does an output that would
+    overwrite an input (``diffiqa.outputs.OutputPlan``). The whole output set is written into
+    a hidden staging folder and moved into ``out_dir`` at the end: a failed or killed run
+    changes nothing there. With a ``skipped`` list, an input that cannot be read is recorded
+    there (one line naming it) and the others are restored; without one it is an ImageError.
     Returns one dict per image: source, output paths, size, seconds.
     """
     from diffiqa.data.image_io import iter_image_files
     from diffiqa.devices import resolve_device
     from diffiqa.diffusion.training import load_restorer
-    from diffiqa.io_utils import check_output_dir
+    from diffiqa.outputs import OutputPlan
 
     if crop is not None and crop < 8:
         raise ConfigError(f"--crop {crop}: must be a side of at least 8 pixels")
     device = resolve_device(device)
-    out_dir = check_output_dir(out_dir)
-    files = iter_image_files(paths)
+    files = iter_image_files(paths, unreadable=skipped)
     if not files:
-        raise DiffiqaError("no images given")
+        raise DiffiqaError(f"no image files in {' '.join(map(str, paths))}")
+    plan = OutputPlan(out_dir, inputs=files)
+    names = output_names(files)
+    for path, name in zip(files, names):
+        for kind in (*KINDS, "strip"):
+            plan.add(f"{name}_{kind}.png", str(path))
     checkpoint = Path(checkpoint) if checkpoint is not None else default_restorer()
     require_checkpoint(checkpoint)
     net, cfg, _ = load_restorer(checkpoint)
     net = net.to(device).eval()
     own = cfg.chain  # what the caller leaves unset comes from the restorer's own chain
-    chain = Chain(sampler=sampler or own.sampler, steps=steps or own.steps, eta=eta,
+    chain = Chain(sampler=sampler or own.sampler, steps=own.steps if steps is None else steps, eta=eta,
                   t_start=own.t_start if t_start is None else float(t_start))
     params = RestoreParams(crop_size=crop or 1, chain=chain, keep_steps=keep_steps, seed=seed, tile=tile)
-    names = output_names(files)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [restore_file(net, path, out_dir / name, params, crop, device)
-            for path, name in tqdm(list(zip(files, names)), unit="image", desc="restore", disable=not progress)]
+    results = []
+    with plan.staged() as stage:
+        for path, name in tqdm(list(zip(files, names)), unit="image", desc="restore", disable=not progress):
+            result = _restore_one(net, path, name, stage, params, crop, device, skipped)
+            if result is not None:
+                results.append(result)
+    return results
 
 
-def restore_file(net, path: Path, out_stem: Path, params: RestoreParams, crop: int | None, device) -> dict:
-    """Restore one image file (or its centred ``crop`` square) and write
-    ``<out_stem>_{restored,noisy_1,noisy_2,strip}.png``; -> source, output paths, size, seconds."""
+def _restore_one(net, path: Path, name: str, stage, params: RestoreParams, crop, device, skipped) -> dict | None:
+    """Restore one file into the ``stage`` of the output set; None when it cannot be read and
+    ``skipped`` collects such files."""
     from diffiqa.crops import centre_box, stable_key_id
     from diffiqa.data.image_io import save_image
+    from diffiqa.errors import ImageError
 
     t0 = time.perf_counter()
-    image = load_image(path, min_size=crop or 8)
+    try:
+        image = load_image(path, min_size=crop or 8)
+    except ImageError as e:
+        if skipped is None:
+            raise
+        skipped.append(str(e))
+        return None
     if crop:
         image = cut_crops(image, [centre_box(*image.shape[:2], crop)])[0].transpose(1, 2, 0)
     k1, k2 = params.keep_steps
-    labels = ["distorted", f"restored ({params.chain.label()})", f"noisy_1 (t={k1}/50)", f"noisy_2 (t={k2}/50)"]
-    written = {kind: Path(f"{out_stem}_{kind}.png") for kind in (*KINDS, "strip")}
+    labels = ["distorted", f"restored ({params.chain.label()})",
+              f"noisy_1 (t={k1}/50)", f"noisy_2 (t={k2}/50)"]
+    written = {kind: stage.path(f"{name}_{kind}.png") for kind in (*KINDS, "strip")}
     # Noise seeded by the file name, so an image's result does not depend on its position.
     bands = restore_bands(net, image, stable_key_id(path.name), params, device)
     if one_window(image.shape[:2], params.tile):
-        as_u8 = next(bands)  # the whole image in one band
+        as_u8 = next(bands)  # the whole image in one band: written as it always was
         for kind in KINDS:
             save_image(written[kind], as_u8[kind])
         _strip(list(zip(labels, [image] + [as_u8[k] for k in KINDS])), written["strip"])
     else:
         _write_bands(bands, image, labels, written)
     seconds = time.perf_counter() - t0
-    log.info("%s -> %s (%.2f s)", path, written["strip"], seconds)
-    return {"source": str(path), **{k: str(v) for k, v in written.items()}, "size": list(image.shape[:2]),
-            "seconds": round(seconds, 3)}
+    log.info("%s -> %s (%.2f s)", path, stage.final(written["strip"]), seconds)
+    return {"source": str(path), **{k: str(stage.final(v)) for k, v in written.items()},
+            "size": list(image.shape[:2]), "seconds": round(seconds, 3)}
 
 
 # --- restoring one image window by window ------------------------------------------------
@@ -170,7 +190,13 @@ def one_window(shape: tuple[int, int], tile: int) -> bool:
 
 
 def _to_u8(x: np.ndarray) -> np.ndarray:
-    """(3,h,w) float in [0,1]-ish -> (h,w,3) uint8, rounded as ``save_image`` rounds."""
+    """(3,h,w) float in [0,1]-ish -> (h,w,3) uint8, rounded as ``save_image`` rounds. NaN/inf
+    (a broken checkpoint) is an error, never a black image."""
+    if not np.isfinite(x).all():
+        from diffiqa.errors import NumericError
+
+        raise NumericError("the restorer output NaN/inf values; its checkpoint or chain settings are broken "
+                           "(nothing was written)")
     return (np.clip(x, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
 
 

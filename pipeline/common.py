@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from diffiqa.config import load_params
+from diffiqa.config import from_dict, load_params
+from diffiqa.errors import ConfigError
 from diffiqa.layout import ProjectLayout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,8 +31,28 @@ def setup_logging() -> None:
     )
 
 
-def params(path: str | Path = "params.yaml") -> dict[str, Any]:
+PARAMS_FILE = "params.yaml"
+
+
+def params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return load_params(path)
+
+
+def group(cls, all_params: dict | None, key: str):
+    """The params group ``key`` as dataclass ``cls``: types and ranges checked where the params
+    enter (``diffiqa.config.from_dict`` + the dataclass's ``__post_init__``), before any stage
+    reads or writes a file; an error names params.yaml and the key."""
+    p = params() if all_params is None else all_params
+    return from_dict(cls, p.get(key), f"{PARAMS_FILE}: {key}")
+
+
+def check_dataset(ds: str, all_params: dict) -> str:
+    """A stage's dataset argument must be one of params.yaml's ``sources`` (an unknown name
+    would otherwise run with another dataset's defaults and write under the wrong name)."""
+    known = sorted((all_params.get("sources") or {}))
+    if ds not in known:
+        raise ConfigError(f"{PARAMS_FILE}: unknown dataset {ds!r}; sources: {', '.join(known) or '(none)'}")
+    return ds
 
 
 def resolve_root(root: str | None) -> Path | None:
@@ -50,15 +71,21 @@ def dataset_root(splits: dict) -> Path:
 
 
 def main_guard(fn) -> int:
-    """Run a stage's main; a DiffiqaError becomes one line on stderr and exit code 2."""
+    """Run a stage's main; a DiffiqaError becomes one line on stderr and exit code 2. SIGTERM
+    unwinds like the CLI's (temporaries removed, outputs as they were), exit code 143."""
     import sys
 
-    from diffiqa.errors import DiffiqaError
+    from diffiqa.errors import DiffiqaError, Terminated, raise_on_sigterm
 
     setup_logging()
+    raise_on_sigterm()
     try:
         fn()
     except DiffiqaError as e:
-        print(f"diffiqa: error: {e}", file=sys.stderr)
+        text = " / ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"diffiqa: error: {text}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("diffiqa: terminated (SIGTERM)", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as the CLI
     return 0

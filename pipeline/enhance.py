@@ -13,25 +13,50 @@ from __future__ import annotations
 
 import sys
 
+from dataclasses import dataclass
+
 from diffiqa.config import from_dict
+from diffiqa.errors import ConfigError
 from diffiqa.io_utils import write_json_atomic
-from pipeline.common import LAYOUT, dataset_root, main_guard, params
+from pipeline.common import LAYOUT, PARAMS_FILE, check_dataset, dataset_root, main_guard, params
+
+STAGE_KEYS = ("dataset", "images", "scorer_split")  # the stage's own keys; the rest is EnhanceParams
+
+
+@dataclass
+class EnhanceInputs:
+    dataset: str
+    images: tuple[str, ...]
+    scorer_split: int = 0
+
+    def __post_init__(self):
+        if not self.images or self.scorer_split < 0:
+            raise ConfigError(f"enhance.images must name at least one image and scorer_split be >= 0, got "
+                              f"{list(self.images)}, {self.scorer_split}")
 
 
 def run_enhance(all_params: dict | None = None, progress: bool = True) -> list[dict]:
     from diffiqa.data.index import read_prepared
-    from diffiqa.enhance.images import enhance_images
+    from diffiqa.enhance.images import enhance_images, output_set
     from diffiqa.enhance.map import EnhanceParams
 
-    group = dict((all_params or params()).get("enhance") or {})
-    ds, images, split = group.pop("dataset"), group.pop("images"), group.pop("scorer_split", 0)
-    cfg = from_dict(EnhanceParams, group, "enhance")
+    p = params() if all_params is None else all_params
+    group = p.get("enhance") or {}
+    if not isinstance(group, dict):
+        raise ConfigError(f"{PARAMS_FILE}: enhance: expected a mapping, got {group!r}")
+    where = f"{PARAMS_FILE}: enhance"
+    inputs = from_dict(EnhanceInputs, {k: group[k] for k in STAGE_KEYS if k in group}, where)
+    cfg = from_dict(EnhanceParams, {k: v for k, v in group.items() if k not in STAGE_KEYS}, where)
+    ds, images, split = check_dataset(inputs.dataset, p), inputs.images, inputs.scorer_split
     _, splits = read_prepared(LAYOUT.prepared(ds))
     root = dataset_root(splits)
     scorer = LAYOUT.scorer(ds, split) if "diffiqa" in cfg.prior else None
-    summaries = enhance_images([root / p for p in images], LAYOUT.enhanced, cfg, LAYOUT.restorer,
-                               scorer_checkpoint=scorer, progress=progress)
-    write_json_atomic(LAYOUT.enhanced / "summary.json", summaries)
+    files = [root / p for p in images]
+    with output_set(files, LAYOUT.enhanced, extra_names=("summary.json",)) as stage:
+        summaries = enhance_images(files, stage.dir, cfg, LAYOUT.restorer, scorer_checkpoint=scorer, progress=progress)
+        for s in summaries:
+            s["enhanced"] = str(stage.final(s["enhanced"]))
+        write_json_atomic(stage.path("summary.json"), summaries)
     return summaries
 
 

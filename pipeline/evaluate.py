@@ -17,9 +17,9 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from diffiqa.config import from_dict
+from diffiqa.errors import ConfigError
 from diffiqa.io_utils import write_json_atomic
-from pipeline.common import LAYOUT, main_guard, params
+from pipeline.common import LAYOUT, check_dataset, group, main_guard, params
 
 log = logging.getLogger("pipeline.evaluate")
 SUMMARY_KEYS = ("srcc", "plcc", "krcc", "rmse", "n_splits", "n_test_images")
@@ -28,6 +28,10 @@ SUMMARY_KEYS = ("srcc", "plcc", "krcc", "rmse", "n_splits", "n_test_images")
 @dataclass
 class EvaluateParams:
     batch_size: int = 32
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"evaluate.batch_size={self.batch_size}: must be at least 1")
 
 
 def _table(metrics: dict) -> str:
@@ -41,8 +45,9 @@ def run_evaluate(ds: str, all_params: dict | None = None, progress: bool = True)
     from diffiqa.evaluation import evaluate_splits
     from diffiqa.report import dataset_report
 
-    p = all_params or params()
-    cfg = from_dict(EvaluateParams, p.get("evaluate"), "evaluate")
+    p = params() if all_params is None else all_params
+    check_dataset(ds, p)
+    cfg = group(EvaluateParams, p, "evaluate")
     index, splits = read_prepared(LAYOUT.prepared(ds))
     ckpts = [LAYOUT.scorer(ds, k) for k in range(len(splits["splits"]))]
     metrics = evaluate_splits(
@@ -60,7 +65,10 @@ def run_evaluate_cross(train_ds: str, test_ds: str, all_params: dict | None = No
     from diffiqa.data.index import read_prepared
     from diffiqa.evaluation import evaluate_cross
 
-    cfg = from_dict(EvaluateParams, (all_params or params()).get("evaluate"), "evaluate")
+    p = params() if all_params is None else all_params
+    check_dataset(train_ds, p)
+    check_dataset(test_ds, p)
+    cfg = group(EvaluateParams, p, "evaluate")
     index, _ = read_prepared(LAYOUT.prepared(test_ds))
     ckpts = sorted(LAYOUT.scorer_dir(train_ds).glob("split-*.pt"))
     metrics = evaluate_cross(ckpts, LAYOUT.cache(test_ds), index, metrics_path=LAYOUT.cross_metrics(train_ds, test_ds),

@@ -9,8 +9,11 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+from diffiqa.errors import ConfigError
 from diffiqa.config import from_dict
-from pipeline.common import LAYOUT, main_guard, params, resolve_root
+from pipeline.common import LAYOUT, PARAMS_FILE, check_dataset, group, main_guard, params, resolve_root
+
+PROTOCOLS = ("8:2", "7:1:2", "6:2:2")
 
 
 @dataclass
@@ -18,6 +21,14 @@ class PrepareParams:
     protocol: str = "8:2"
     splits: int = 10
     seed: int = 0
+
+    def __post_init__(self):
+        from diffiqa.data.prepare import MAX_SPLITS
+
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"prepare.protocol {self.protocol!r}: one of {', '.join(PROTOCOLS)} (quoted)")
+        if not 1 <= self.splits <= MAX_SPLITS or self.seed < 0:
+            raise ConfigError(f"prepare.splits={self.splits}, seed={self.seed}: splits 1..{MAX_SPLITS}, seed >= 0")
 
 
 @dataclass
@@ -29,13 +40,22 @@ class SourceParams:
     higher_better: bool | None = None
     options: dict | None = None  # adapter-specific (e.g. koniq10k resolution)
 
+    def __post_init__(self):
+        from diffiqa.data.adapters import ADAPTERS
+
+        if self.adapter not in ADAPTERS:
+            raise ConfigError(f"adapter {self.adapter!r}: one of {', '.join(sorted(ADAPTERS))}")
+        if self.adapter != "demo" and not self.root:
+            raise ConfigError(f"adapter {self.adapter!r} needs a root (the dataset folder)")
+
 
 def run_prepare(ds: str, all_params: dict | None = None) -> dict:
     from diffiqa.data.prepare import prepare_dataset
 
-    p = all_params or params()
-    cfg = from_dict(PrepareParams, p.get("prepare"), "prepare")
-    src = from_dict(SourceParams, (p.get("sources") or {}).get(ds), f"sources.{ds}")
+    p = params() if all_params is None else all_params
+    check_dataset(ds, p)
+    cfg = group(PrepareParams, p, "prepare")
+    src = from_dict(SourceParams, p["sources"][ds], f"{PARAMS_FILE}: sources.{ds}")
     return prepare_dataset(
         src.adapter,
         root=resolve_root(src.root),

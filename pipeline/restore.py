@@ -13,9 +13,8 @@ import logging
 import shutil
 import sys
 
-from diffiqa.config import from_dict
 from diffiqa.errors import ConfigError, ProvenanceError
-from pipeline.common import LAYOUT, dataset_root, main_guard, params
+from pipeline.common import LAYOUT, check_dataset, dataset_root, group, main_guard, params
 
 log = logging.getLogger("pipeline.restore")
 
@@ -41,7 +40,9 @@ def run_restore(
     from diffiqa.data.index import read_prepared
     from diffiqa.restore import RestoreParams, restore_dataset
 
-    cfg = from_dict(RestoreParams, (all_params or params()).get("restore"), "restore")
+    p = params() if all_params is None else all_params
+    check_dataset(ds, p)
+    cfg = group(RestoreParams, p, "restore")
     index, splits = read_prepared(LAYOUT.prepared(ds))
     root = dataset_root(splits)
     store = LAYOUT.cache(ds)

@@ -13,23 +13,24 @@ import argparse
 import shutil
 import sys
 
-from diffiqa.config import from_dict, from_preset
-from pipeline.common import LAYOUT, main_guard, params
+from diffiqa.config import from_preset
+from pipeline.common import LAYOUT, PARAMS_FILE, check_dataset, group, main_guard, params
 
 
 def scorer_config(all_params: dict):
     from diffiqa.scorer import scorer_preset
 
-    return from_preset(scorer_preset, all_params.get("scorer"), "scorer")
+    return from_preset(scorer_preset, all_params.get("scorer"), f"{PARAMS_FILE}: scorer")
 
 
 def run_train(ds: str, all_params: dict | None = None, progress: bool = True) -> dict:
     from diffiqa.data.index import read_prepared
     from diffiqa.training.trainer import TrainParams, train_split
 
-    p = all_params or params()
+    p = params() if all_params is None else all_params
+    check_dataset(ds, p)
     cfg = scorer_config(p)
-    tp = from_dict(TrainParams, p.get("train"), "train")
+    tp = group(TrainParams, p, "train")
     index, splits = read_prepared(LAYOUT.prepared(ds))
     work = LAYOUT.resume("train", ds)
     shutil.rmtree(LAYOUT.curves_dir(ds), ignore_errors=True)

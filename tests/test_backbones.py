@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from diffiqa.errors import ConfigError
 from diffiqa.scorer import backbones
 from diffiqa.scorer.backbones import build_backbone, lite0_key_map, lite0_weights_path, load_lite0_imagenet
+from tests.tolerance import REORDER_RTOL
 
 
 def test_cnn_backbone_feature_maps():
@@ -88,5 +89,6 @@ def test_lite0_feature_backbone_and_channels_last_agree():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         for fa, fb in zip(a(x), b(x)):
-            assert torch.allclose(fa, fb, atol=1e-4)
+            # channels_last picks other conv kernels: equal up to reordering, relative to the features' scale
+            assert (fa - fb).abs().max() <= REORDER_RTOL * fa.abs().max()
     assert backbones.LITE0_TIMM_NAME == "tf_efficientnet_lite0"

@@ -106,7 +106,7 @@ def test_bad_params_are_refused(field, value):
     from diffiqa.errors import ConfigError
 
     with pytest.raises(ConfigError, match=field):
-        _params(**{field: value}).validate()
+        _params(**{field: value})
 
 
 def _saved_bytes(steps: int, use_checkpoint: bool) -> int:

@@ -114,7 +114,7 @@ def test_map_choice(tmp_path):
     if PACKAGED_MAP.is_file():
         assert find_map_checkpoint("packaged") == PACKAGED_MAP
     with pytest.raises(ConfigError, match="enhance.map"):
-        EnhanceParams(map="").validate()
+        EnhanceParams(map="")
 
 
 def test_the_quiet_mix_stops_the_tied_chain_passing_latent_noise_through():

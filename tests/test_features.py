@@ -18,6 +18,7 @@ from diffiqa.cache import crops_by_row, read_crops
 from diffiqa.training.datasets import TrainCropDataset
 from diffiqa.training.trainer import TrainParams, train_split
 from tests.test_training import make_index
+from tests.tolerance import REORDER_RTOL
 
 S = 32  # crop size: Lite0's deepest level is then 1x1
 CROPS = 2
@@ -89,7 +90,8 @@ def test_feature_path_equals_end_to_end_with_and_without_flips(data):
             want = model(*[imgs[k] for k in IMAGE_KINDS])
             flips = np.full(len(ids), flip)
             got = model.forward_features(exact.batch(ids, flips))["score"]
-            assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+            # encoded in batches of 5 vs all at once: float32 reordering, relative to the scores' scale
+            assert (got - want).abs().max() <= REORDER_RTOL * (want.abs().max() + 1e-3), (got - want).abs().max()
             got16 = model.forward_features(half.batch(ids, flips))["score"]
             assert torch.allclose(got16, want, atol=2e-2 * want.abs().max().item() + 1e-3)
         # flipped and unflipped features really differ (else the flip test proves nothing)

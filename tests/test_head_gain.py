@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tolerance import REORDER_RTOL, assert_within, eps, ridge_tol
 from tests.test_training import TinyScorer, TinyScorerConfig, _params, make_split, tiny_data  # noqa: F401
 
 from diffiqa.errors import ConfigError
@@ -104,10 +105,15 @@ def test_gain_zero_is_the_skip_path_exactly(tiny_data, tmp_path):
     q = index["quality"].to_numpy(np.float32)
     source = PixelSource(cache, fit_rows, q[fit_rows], 0, 8)
     ridge = ridge_cv(source.pooled(model, fit_rows), q[fit_rows], folds=5, seed=5)  # the params seed
-    want = ridge.predict(source.pooled(model, test))
-    assert np.allclose(predict_images(model, cache, test), want, atol=1e-4)  # the ridge probe, nothing else
+    pooled = source.pooled(model, test)
+    want = ridge.predict(pooled)
+    # predict_images encodes in other batches than source.pooled: the float32 features differ by
+    # reordering (REORDER_RTOL), and the saved weights by their storage precision
+    stored = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]["skip.linear.weight"].dtype
+    tol = ridge_tol(ridge.coef, pooled, ridge.scale, REORDER_RTOL + eps(stored))
+    assert_within(predict_images(model, cache, test), want, tol, "gain 0 vs the ridge probe")  # nothing else
     model.head_gain = 1.0  # the (untrained, random) branches do change the score when they count
-    assert not np.allclose(predict_images(model, cache, test), want, atol=1e-3)
+    assert (np.abs(predict_images(model, cache, test) - want) > 10 * tol).any()
 
 
 def test_gain_chosen_by_folds_is_the_saved_one(tiny_data, tmp_path):

@@ -138,15 +138,28 @@ def test_csv_in_a_read_only_folder_for_real(tmp_path, capsys, fake_metric):
     _one_line(rc, err, "cannot write here")
 
 
-def test_csv_on_a_full_disk_keeps_rows_and_says_so(tmp_path, capsys, fake_metric, monkeypatch):
+def test_csv_on_a_full_disk_keeps_whole_rows_and_says_so(tmp_path, capsys, fake_metric, monkeypatch):
+    import errno
+
     import diffiqa.commands.score as score_cmd
 
-    paths = _images(tmp_path / "imgs")
-    # The partial file is really /dev/full: every flush fails with ENOSPC, as on a full disk.
-    monkeypatch.setattr(score_cmd, "open", lambda *a, **k: open("/dev/full", "w"), raising=False)
-    rc, _, err = _score(capsys, *paths, "--csv", tmp_path / "scores.csv")
-    _one_line(rc, err, "scores.csv.partial: no space left on device after 0 of 2 images")
-    assert not (tmp_path / "scores.csv").exists()  # never renamed into place half-written
+    paths = _images(tmp_path / "imgs", 3)
+    real, calls = score_cmd._write_all, []
+
+    def disk_fills(fd, data):  # header and first row fit; the second row gets half-way, then ENOSPC
+        calls.append(data)
+        if len(calls) == 3:
+            os.write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(score_cmd, "_write_all", disk_fills)
+    out = tmp_path / "scores.csv"
+    rc, _, err = _score(capsys, *paths, "--csv", out)
+    _one_line(rc, err, f"--csv {out}: no space left on device after 1 of 3 images", "scores.csv.partial")
+    assert not out.exists()  # never renamed into place half-written
+    rows = list(csv.reader(open(tmp_path / "scores.csv.partial")))
+    assert rows[0] == ["path", "score"] and len(rows) == 2 and rows[1][0] == str(paths[0])  # no half row
 
 
 def test_stdout_full_is_one_line(tmp_path, capsys, fake_metric, monkeypatch):
@@ -297,7 +310,7 @@ def test_unreadable_subfolder_is_reported_and_the_rest_scored(tmp_path, capsys, 
     monkeypatch.setattr(os, "scandir", scandir)
     rc, out, err = _score(capsys, tmp_path / "imgs")
     assert rc == 1 and f"diffiqa: skipped: {private}: folder cannot be read (Permission denied)" in err
-    assert "1 folder(s) could not be read" in err
+    assert "1 path(s) could not be read" in err
     assert [r["path"] for r in csv.DictReader(out.splitlines())] == [str(p) for p in paths]
 
 

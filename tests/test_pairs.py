@@ -5,7 +5,7 @@ import pytest
 from skimage import data
 
 from diffiqa.data.image_io import save_image
-from diffiqa.data.pairs import load_pairs, make_pairs
+from diffiqa.data.pairs import PairsParams, load_pairs, make_pairs
 from diffiqa.errors import ConfigError, ImageError
 
 
@@ -22,9 +22,9 @@ def pristine(tmp_path):
 
 def _make(pristine, out, seed=0, **kw):
     args = dict(crop_size=24, types=None, levels=[1, 3, 5], count=40, heldout_images=2, seed=seed,
-                heldout_count=12, progress=False)
+                heldout_count=12)
     args.update(kw)
-    return make_pairs([pristine], out, **args)
+    return make_pairs(PairsParams(**args), out, pristine_dirs=[pristine], progress=False)
 
 
 def test_shapes_meta_and_heldout_disjoint(pristine, tmp_path):

@@ -66,17 +66,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from diffiqa.enhance.images import enhance_images
+    from diffiqa.data.image_io import iter_image_files
+    from diffiqa.enhance.images import enhance_images, output_set
     from diffiqa.enhance.map import EnhanceParams
+    from diffiqa.errors import DiffiqaError
 
     names, weights = parse_priors(args.prior)
     params = EnhanceParams(prior=names, weights=weights, lam=args.lam, sigma=args.sigma, min_psnr=args.min_psnr,
                            step_db=args.step_db, iterations=args.iterations, steps=args.steps,
                            early_stop_patience=args.patience, inversion=args.inversion, t_start=args.t_start,
                            seed=args.seed, max_side=args.max_side, **({"map": args.map} if args.map else {}))
-    params.validate()  # before any model is loaded
-    for s in enhance_images(args.images, args.out, params, args.checkpoint, args.scorer_checkpoint,
-                            progress=not args.no_progress, device=args.device):
-        print(f"{s['image']} -> {s['enhanced']}  Q {s['Q_start']:.4g} -> {s['Q_best']:.4g} (0-100), "
+    files = iter_image_files(args.images)
+    if not files:
+        raise DiffiqaError(f"no image files in {' '.join(args.images)}")
+    with output_set(files, args.out) as stage:  # checked against the inputs before any model loads
+        summaries = enhance_images(files, stage.dir, params, args.checkpoint, args.scorer_checkpoint,
+                                   progress=not args.no_progress, device=args.device)
+    for s in summaries:
+        print(f"{s['image']} -> {stage.final(s['enhanced'])}  Q {s['Q_start']:.4g} -> {s['Q_best']:.4g} (0-100), "
               f"PSNR to input {s['psnr_to_input']:.2f} dB ({s['iterations']} iterations)")
     return 0

@@ -38,14 +38,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def check_options(args) -> None:
+    """Options that no chain can run with, refused before anything is read or loaded."""
+    from diffiqa.errors import ConfigError
+
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: must be at least 1 network call")
+    if args.t_start is not None and not 0.0 < args.t_start <= 1.0:  # also refuses NaN
+        raise ConfigError(f"--t-start {args.t_start}: must be in (0, 1]")
+    if args.tile < 0:
+        raise ConfigError(f"--tile {args.tile}: 0 (whole image) or a window side in pixels")
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: must be 0 or more")
+
+
 def run(args) -> int:
+    import sys
+
     from diffiqa.restore_files import restore_images
 
+    check_options(args)
+    skipped: list[str] = []
     results = restore_images(
         args.images, args.out, checkpoint=args.checkpoint, steps=args.steps, sampler=args.sampler,
         crop=args.crop, seed=args.seed, device=args.device, progress=not args.no_progress, t_start=args.t_start,
-        tile=args.tile,
+        tile=args.tile, skipped=skipped,
     )
     for r in results:
         print(f"{r['source']} -> {r['strip']} ({r['seconds']:.1f} s)")
+    for problem in skipped:  # like `score`: a bad file is named and the others are restored
+        print(f"diffiqa: skipped: {problem}", file=sys.stderr)
+    if skipped:
+        print(f"diffiqa: {len(skipped)} input(s) could not be restored; the other {len(results)} were", file=sys.stderr)
+        return 1
     return 0

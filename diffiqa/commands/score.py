@@ -2,7 +2,9 @@
 
 Streams: one image in memory at a time, each row written and flushed as soon as it is scored,
 so a folder of 10,000 images neither runs out of memory nor loses finished rows. With
-``--csv`` the rows go to ``OUT.partial``, renamed to ``OUT`` when every image is done.
+``--csv`` the rows go to ``OUT.partial`` a whole row at a time, renamed to ``OUT`` when every
+image is done; the run holds a lock on ``OUT`` (``diffiqa.outputs.RunLock``), so a second
+``score --csv OUT`` is refused while it runs instead of mixing rows into its file.
 
 Scores are on the training set's quality scale (0 = its worst rated image, 1 = its best) and
 are NOT clamped: an image judged worse or better than anything the model was trained on
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
+import io
 import logging
 import os
 import sys
@@ -82,11 +85,47 @@ def check_checkpoint(path, option: str) -> None:
         raise ConfigError(f"--restorer {p}: wrong kind of checkpoint ({kind!r}, not a restorer)")
 
 
+class CsvRows:
+    """``OUT.partial`` written a whole row at a time: a row that fails half-way (full disk) is
+    cut off again, so the file only ever holds whole rows. Mode as ``open()`` gives (0644)."""
+
+    def __init__(self, path: Path):
+        from diffiqa.outputs import file_mode
+
+        self.path, self.size = path, 0
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode())
+
+    def write_row(self, row: list[str]) -> None:
+        line = io.StringIO()
+        csv.writer(line).writerow(row)
+        # surrogateescape: a file name that is not valid UTF-8 is written back as its bytes
+        data = line.getvalue().encode("utf-8", errors="surrogateescape")
+        try:
+            _write_all(self.fd, data)
+        except BaseException:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass
+            raise
+        self.size += len(data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def run(args) -> int:
     from diffiqa.data.image_io import iter_image_files
     from diffiqa.devices import resolve_device
-    from diffiqa.errors import ConfigError, DiffiqaError, ImageError, OutputError
+    from diffiqa.errors import ConfigError, DiffiqaError
     from diffiqa.io_utils import check_output_file
+    from diffiqa.outputs import RunLock
 
     # Cheap checks first: nothing is loaded or scored when one of them fails.
     device = resolve_device(args.device)
@@ -98,33 +137,49 @@ def run(args) -> int:
         print(f"diffiqa: skipped: {problem}", file=sys.stderr)
     if not files:
         raise DiffiqaError(f"no image files in {' '.join(args.paths)}")
-    out_path = None
+    out_path = lock = None
     if args.csv not in (None, "-"):
         out_path = check_output_file(args.csv, "--csv", inputs=files)
         partial = check_output_file(out_path.with_name(out_path.name + ".partial"), "--csv", inputs=files)
     check_checkpoint(args.model, "--model")
     check_checkpoint(args.restorer, "--restorer")
+    if out_path is not None:
+        # One run per output: a second `score --csv OUT` is refused while this one holds OUT.
+        lock = RunLock(out_path, "--csv").acquire()
+    try:
+        return _score(args, files, unreadable, device, out_path, partial if out_path else None)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _score(args, files, unreadable, device, out_path, partial) -> int:
     from tqdm.auto import tqdm
 
     from diffiqa.api import create_metric
+    from diffiqa.errors import ImageError, OutputError
 
     metric = create_metric("diffiqa", checkpoint=args.model, device=device, restorer=args.restorer,
                            batch_size=args.batch_size, progress=not args.no_progress)
     if out_path is not None:
         try:
-            # surrogateescape: a file name that is not valid UTF-8 is written back as its bytes
-            stream = open(partial, "w", newline="", encoding="utf-8", errors="surrogateescape")
+            rows = CsvRows(partial)
         except OSError as e:
-            raise OutputError(f"--csv {partial}: cannot write ({e.strerror or e}); nothing was scored") from None
+            raise OutputError(f"--csv {out_path}: cannot write {partial.name} ({e.strerror or e}); "
+                              f"nothing was scored") from None
+        write_row = rows.write_row
     else:
         stream = sys.stdout
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="surrogateescape")
+        writer = csv.writer(stream)
+
+        def write_row(row):
+            writer.writerow(row)
+            stream.flush()
     failed, written = 0, 0
     try:
-        writer = csv.writer(stream)
-        writer.writerow(["path", "score"])
+        write_row(["path", "score"])
         for path in tqdm(files, desc="score", unit="image", disable=args.no_progress):
             try:
                 _, score = next(iter(metric.score_paths([path])))
@@ -132,8 +187,7 @@ def run(args) -> int:
                 failed += 1
                 print(f"diffiqa: skipped: {e}", file=sys.stderr)
                 continue
-            writer.writerow([str(path), f"{score:.6f}"])
-            stream.flush()
+            write_row([str(path), f"{score:.6f}"])
             written += 1
     except BrokenPipeError:
         raise  # stdout's reader left (`| head`): the CLI ends quietly
@@ -141,12 +195,12 @@ def run(args) -> int:
         if out_path is None:
             raise
         why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise OutputError(f"--csv {partial}: {why} after {written} of {len(files)} images; "
-                          f"the rows written so far are kept there") from None
+        raise OutputError(f"--csv {out_path}: {why} after {written} of {len(files)} images; {out_path} was not "
+                          f"written, the {written} whole rows are kept in {partial}") from None
     finally:
         if out_path is not None:
             try:
-                stream.close()
+                rows.close()
             except OSError:
                 pass  # the write error above already says what happened
     if out_path is not None:
@@ -157,7 +211,7 @@ def run(args) -> int:
                               f"all {written} rows are in {partial}") from None
         log.info("%d scores written to %s", written, out_path)
     if failed or unreadable:
-        folders = f"; {len(unreadable)} folder(s) could not be read" if unreadable else ""
-        print(f"diffiqa: {failed} of {len(files)} images could not be scored{folders}", file=sys.stderr)
+        paths = f"; {len(unreadable)} path(s) could not be read" if unreadable else ""
+        print(f"diffiqa: {failed} of {len(files)} images could not be scored{paths}", file=sys.stderr)
         return 1
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from diffiqa.data.distortions import DISTORTION_TYPES, check_level, distort, resolve_kind
 from diffiqa.data.image_io import iter_image_files, load_image
-from diffiqa.errors import ConfigError, DiffiqaError
+from diffiqa.errors import ConfigError, DiffiqaError, ImageError
 from diffiqa.io_utils import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def _split_heldout(files: list[Path], heldout_images: int | float, seed: int) ->
     else:
         n_held = int(heldout_images)
     if n_held > len(files):
-        raise ConfigError(f"heldout_images={heldout_images!r}: only {len(files)} pristine images were found")
+        where = ", ".join(sorted({os.fspath(f.parent) for f in files}))
+        raise ConfigError(f"heldout_images={heldout_images!r}: only {len(files)} pristine image(s) in {where}")
     order = np.random.default_rng([seed, 0]).permutation(len(files))
     shuffled = [files[i] for i in order]
     return shuffled[: len(files) - n_held], shuffled[len(files) - n_held :]
@@ -98,52 +100,81 @@ def _augmented_crop(image: np.ndarray, u: float, v: float, s: int, scale: float,
     return np.ascontiguousarray(crop), (top, left, top + r, left + r)
 
 
-def make_pairs(
-    pristine_dirs: list[Path],
-    out_dir: Path,
-    crop_size: int,
-    types: list[str] | None,
-    levels: list[int],
-    count: int,
-    heldout_images: int | float,
-    seed: int,
-    heldout_count: int = 0,
-    progress: bool = True,
-    type_levels: dict[str, list[int]] | None = None,
-    augment: bool = False,
-) -> dict:
-    """Synthesise ``count`` training and ``heldout_count`` held-out (distorted, pristine) crops.
+@dataclass
+class PairsParams:
+    """The ``synth_pairs`` params group: what ``make_pairs`` synthesises.
 
-    pristine_dirs: folders and/or image files (searched recursively). crop_size: S, the
-    side of the square crops. types: distortion names or KADID ids (None = all 25).
-    ``"identity"`` is a pseudo-type (distorted = pristine). levels: allowed levels (subset of
-    1..5); ``type_levels``: {type: levels} overrides per type (e.g. only mild exposure).
-    ``augment``: scale/rotate/flip each source photo before its crop (see ``_augmented_crop``;
-    held-out crops too, so they come from the same distribution). Held-out crops come only
-    from the held-out source images, training crops only from the others. Deterministic
-    under ``seed``.
-    Returns a summary dict (also written to ``out_dir/summary.json``).
+    pristine: folders and/or image files (searched recursively; the stage also knows the
+    pseudo-folder ``skimage``). crop_size: S, the side of the square crops. types: distortion
+    names or KADID ids (None = all 25); ``"identity"`` is a pseudo-type (distorted =
+    pristine). levels: allowed levels (subset of 1..5); ``type_levels``: {type: levels}
+    overrides per type (e.g. only mild exposure). ``augment``: scale/rotate/flip each source
+    photo before its crop (see ``_augmented_crop``; held-out crops too, so they come from the
+    same distribution). count / heldout_count: training / held-out crops; heldout_images: a
+    count (int) or a fraction in [0, 1) of the source images held out. Deterministic under
+    ``seed``. Types are resolved to names and levels checked here, where the params enter.
+    """
+
+    pristine: tuple[str, ...] = ()
+    crop_size: int = 64
+    types: tuple[str | int, ...] | None = None
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5)
+    type_levels: dict[str | int, tuple[int, ...]] = field(default_factory=dict)
+    augment: bool = False
+    count: int = 1000
+    heldout_images: int | float = 0.1
+    heldout_count: int = 200
+    seed: int = 0
+
+    def __post_init__(self):
+        types = self.types if self.types is not None else DISTORTION_TYPES
+        self.types = tuple(t if t == IDENTITY else resolve_kind(t) for t in types)
+        if not self.types:
+            raise ConfigError("synth_pairs.types: empty list; give null for all 25 or some of " + ", ".join(DISTORTION_TYPES))
+        self.type_levels = {(k if k == IDENTITY else resolve_kind(k)): tuple(check_level(v) for v in vs)
+                            for k, vs in (self.type_levels or {}).items()}
+        for k, vs in self.type_levels.items():
+            if k not in self.types or not vs:
+                raise ConfigError(f"synth_pairs.type_levels[{k!r}]: {'no levels' if not vs else 'not one of the types'} "
+                                  f"({list(self.types)})")
+        self.levels = tuple(check_level(level) for level in self.levels)
+        if not self.levels:
+            raise ConfigError("synth_pairs.levels: empty list; allowed levels: 1, 2, 3, 4, 5")
+        if self.crop_size < 8:
+            raise ConfigError(f"synth_pairs.crop_size={self.crop_size}: must be at least 8 pixels")
+        if self.count < 0 or self.heldout_count < 0 or self.seed < 0:
+            raise ConfigError(f"synth_pairs.count={self.count}, heldout_count={self.heldout_count}, seed={self.seed}: "
+                              f"must be >= 0")
+        if isinstance(self.heldout_images, bool) or self.heldout_images < 0 or (
+                isinstance(self.heldout_images, float) and self.heldout_images >= 1):
+            raise ConfigError(f"synth_pairs.heldout_images={self.heldout_images!r}: give a count >= 0 or a fraction "
+                              f"in [0, 1)")
+        self.pristine = tuple(os.fspath(q) for q in self.pristine)
+
+
+def make_pairs(params: PairsParams, out_dir: Path, pristine_dirs=None, progress: bool = True) -> dict:
+    """Synthesise ``params.count`` training and ``params.heldout_count`` held-out (distorted,
+    pristine) crops from ``pristine_dirs`` (default: ``params.pristine``) into ``out_dir``.
+
+    Held-out crops come only from the held-out source images, training crops only from the
+    others. Returns a summary dict (also written to ``out_dir/summary.json``).
     """
     import zarr
     from zarr.codecs import BloscCodec
 
-    type_names = [t if t == IDENTITY else resolve_kind(t) for t in (types if types is not None else DISTORTION_TYPES)]
-    type_levels = {(k if k == IDENTITY else resolve_kind(k)): [check_level(v) for v in vs] for k, vs in (type_levels or {}).items()}
-    for k, vs in type_levels.items():
-        if k not in type_names or not vs:
-            raise ConfigError(f"type_levels[{k!r}]: {'no levels' if not vs else 'not one of the types'} ({type_names})")
-    if not type_names:
-        raise ConfigError("types: empty list; give None for all 25 or some of " + ", ".join(DISTORTION_TYPES))
-    level_list = [check_level(level) for level in levels]
-    if not level_list:
-        raise ConfigError("levels: empty list; allowed levels: 1, 2, 3, 4, 5")
-    if crop_size < 8:
-        raise ConfigError(f"crop_size={crop_size}: must be at least 8 pixels")
-    if count < 0 or heldout_count < 0:
-        raise ConfigError(f"count={count}, heldout_count={heldout_count}: must be >= 0")
-    files = iter_image_files([Path(p) for p in pristine_dirs])
+    crop_size, seed, augment = params.crop_size, params.seed, params.augment
+    count, heldout_count, heldout_images = params.count, params.heldout_count, params.heldout_images
+    type_names, level_list = list(params.types), list(params.levels)
+    type_levels = {k: list(v) for k, v in params.type_levels.items()}
+    pristine_dirs = [Path(q) for q in (params.pristine if pristine_dirs is None else pristine_dirs)]
+    if not pristine_dirs:
+        raise ConfigError("synth_pairs.pristine: give at least one folder of pristine images")
+    try:
+        files = iter_image_files(pristine_dirs)
+    except ImageError as e:  # a missing or unreadable pristine folder, by name
+        raise ConfigError(f"synth_pairs.pristine: {e}") from None
     if not files:
-        raise ConfigError(f"no pristine images found in {[os.fspath(p) for p in pristine_dirs]}")
+        raise ConfigError(f"synth_pairs.pristine: no images found in {', '.join(map(os.fspath, pristine_dirs))}")
     train_src, held_src = _split_heldout(files, heldout_images, seed)
     if count > 0 and not train_src:
         raise ConfigError(f"count={count} but every one of the {len(files)} pristine images is held out")

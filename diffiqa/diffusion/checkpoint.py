@@ -75,6 +75,21 @@ class RestorerConfig:
     conditional: bool = True
 
     def __post_init__(self):
+        for name in ("crop_size", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        # 0 steps only from an `init` (ship it as is); from random weights it would write an untrained net
+        if self.steps < (0 if self.init else 1):
+            raise ConfigError(f"steps={self.steps}: must be at least 1 (or 0 with an `init` checkpoint to start from)")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={self.lr}: must be > 0")
+        if self.loss not in ("l1", "l2"):
+            raise ConfigError(f"loss={self.loss!r}: expected 'l1' or 'l2'")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay={self.ema_decay}: must be in [0, 1) (0 = off)")
+        if self.grad_clip < 0 or self.num_workers < 0 or self.seed < 0:
+            raise ConfigError(f"grad_clip={self.grad_clip}, num_workers={self.num_workers}, seed={self.seed}: "
+                              "must be >= 0")
         if not 0.0 < self.t_max <= 1.0:
             raise ConfigError(f"t_max={self.t_max}: must be in (0, 1]")
         if self.spike_guard < 0 or (0 < self.spike_guard <= 1):
@@ -118,35 +133,54 @@ def save_restorer(path: str | Path, net: torch.nn.Module, cfg: RestorerConfig, e
         torch.save(ckpt, tmp)
 
 
-def _read_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """A restorer checkpoint's dict, checked (kind, format). Errors name the file and the problem."""
+def _read_checkpoint(path: str | Path) -> dict:
+    """A restorer checkpoint's dict, checked (kind, format; ``diffiqa.checkpoint_checks``).
+    Errors name the file and the problem."""
+    from diffiqa.checkpoint_checks import read_checkpoint
+    from diffiqa.errors import CheckpointError
+
     p = Path(path)
     if not p.is_file():
-        raise DiffiqaError(f"{p}: restorer checkpoint not found (train one with the pretrain_restorer stage)")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean "not a usable checkpoint"
-        raise DiffiqaError(f"{p}: not a readable restorer checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
-        raise DiffiqaError(f"{p}: not a diffiqa restorer checkpoint (kind={ckpt.get('kind') if isinstance(ckpt, dict) else None!r})")
+        raise CheckpointError(f"{p}: restorer checkpoint not found (train one with the pretrain_restorer stage)")
+    ckpt = read_checkpoint(p, "restorer checkpoint")
+    if ckpt.get("kind") != KIND:
+        raise CheckpointError(f"{p}: not a diffiqa restorer checkpoint (kind={ckpt.get('kind')!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:
-        raise DiffiqaError(f"{p}: format_version {ckpt.get('format_version')} (this code reads {FORMAT_VERSION})")
+        raise CheckpointError(f"{p}: format_version {ckpt.get('format_version')} (this code reads {FORMAT_VERSION})")
     return ckpt
 
 
+def _checked_config(ckpt: dict, p: Path) -> RestorerConfig:
+    from diffiqa.checkpoint_checks import require
+    from diffiqa.errors import CheckpointError
+
+    try:
+        return config_from_record(require(ckpt, "config", dict, p, "restorer checkpoint"), where=f"{p}: config")
+    except CheckpointError:
+        raise
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
 def load_restorer(path: str | Path, map_location="cpu") -> tuple[ConditionalUNet, RestorerConfig, dict[str, Any]]:
-    """-> (net in eval mode, RestorerConfig, extra). Errors name the file and the problem."""
-    ckpt = _read_checkpoint(path, map_location)
-    cfg = config_from_record(ckpt["config"], where=f"{path}:config")
+    """-> (net in eval mode, RestorerConfig, extra). Every field is checked first
+    (``diffiqa.checkpoint_checks``): one line naming the file and the problem."""
+    from diffiqa.checkpoint_checks import fit_state, state_of
+
+    p = Path(path)
+    ckpt = _read_checkpoint(p)
+    cfg = _checked_config(ckpt, p)
+    state = state_of(ckpt, p, "restorer checkpoint")
     net = ConditionalUNet(cfg.unet)
-    net.load_state_dict(ckpt["state_dict"])
+    fit_state(net, state, p)
     net.conditional = cfg.conditional  # consumers feed a zero condition when False (see condition_for)
-    return net.eval(), cfg, ckpt.get("extra", {})
+    extra = ckpt.get("extra", {})
+    return net.to(map_location).eval(), cfg, extra if isinstance(extra, dict) else {}
 
 
 def read_restorer_config(path: str | Path) -> RestorerConfig:
     """The config a restorer checkpoint records (its chain included), without building the net."""
-    return config_from_record(_read_checkpoint(path)["config"], where=f"{path}:config")
+    return _checked_config(_read_checkpoint(path), Path(path))
 
 
 def condition_for(net, cond: torch.Tensor) -> torch.Tensor:

