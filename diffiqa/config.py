@@ -55,6 +55,8 @@ def check_type(value, ftype, where: str):
                 return check_type(value, arm, where)
             except ConfigError as e:
                 errors.append(e)
+        if len(errors) == 1:  # an optional field: the one type's own reason says more
+            raise errors[0]
         names = " or ".join(getattr(a, "__name__", str(a)) for a in args)
         raise ConfigError(f"{where}: expected {names.replace('NoneType', 'null')}, got {_describe(value)}")
     if dataclasses.is_dataclass(ftype):

@@ -11,6 +11,7 @@ import torch
 
 from diffiqa.api import DiffIQAMetric
 from diffiqa.errors import CheckpointError, NumericError
+from diffiqa.diffusion.chain import Chain
 from diffiqa.restore import RestoreParams
 from tests.cli_helpers import assert_one_line, run_cli
 from tests.test_hostile_outputs import images, tiny_restorer
@@ -31,7 +32,7 @@ class MeanScorer(torch.nn.Module):
 
 
 def metric(broken: bool = False) -> DiffIQAMetric:
-    params = RestoreParams(crop_size=32, crops_per_image=0, sampler="ddim", steps=1, t_start=0.2)
+    params = RestoreParams(crop_size=32, crops_per_image=0, chain=Chain("ddim", 1, 0.0, 0.2))
     return DiffIQAMetric(MeanScorer(broken), None, params, "cpu", progress=False, checkpoint="s.pt")
 
 

@@ -44,7 +44,7 @@ def test_yaml_float_pitfall_is_a_float():
     ("train", {"lr": -0.001}, "train.lr must be > 0"),
     ("train", {"batch_size": 0}, "train.batch_size"),
     ("train", {"lr": "fast"}, "train.lr: expected a number, got the string 'fast'"),
-    ("restore", {"steps": 0}, "restore.steps=0"),
+    ("restore", {"chain": {"sampler": "ddim", "steps": 0, "eta": 0.0, "t_start": 0.2}}, "steps=0"),
     ("evaluate", {"batch_size": 0}, "evaluate.batch_size=0"),
     ("pretrain_restorer", {"lr": -1e-4}, "pretrain_restorer: lr=-0.0001: must be > 0"),
     ("pretrain_restorer", {"batch_size": 0}, "batch_size=0: must be at least 1"),
