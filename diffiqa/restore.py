@@ -278,10 +278,11 @@ def sample_crops(net, crops_u8: np.ndarray, crop_ids, params: RestoreParams, dev
     }
 
 
-def cache_spec(params: RestoreParams, checkpoint_path: Path, index_df: pd.DataFrame) -> CacheSpec:
-    """What the cache of ``index_df`` restored with ``params`` (chain resolved) depends on."""
+def cache_spec(params: RestoreParams, checkpoint_path: Path, index_df: pd.DataFrame, restorer_id: str | None = None) -> CacheSpec:
+    """What the cache of ``index_df`` restored with ``params`` (chain resolved) depends on.
+    ``restorer_id``: recorded instead of the checkpoint's sha256 (a network that is no file)."""
     return CacheSpec(
-        restorer_sha256=file_sha256(checkpoint_path), chain=params.chain,
+        restorer_sha256=restorer_id or file_sha256(checkpoint_path), chain=params.chain,
         keep_steps=tuple(int(k) for k in params.keep_steps), crop_size=int(params.crop_size),
         crops_per_image=int(params.crops_per_image), seed=int(params.seed), dtype=params.dtype,
         n_images=len(index_df), index_hash=index_hash(index_df), shard_size=int(params.shard_size),
@@ -308,23 +309,29 @@ def restore_dataset(
     progress: bool = True,
     device: str | torch.device | None = None,
     create_only: bool = False,
+    net: torch.nn.Module | None = None,
 ) -> dict:
     """Fill (or finish) the cache at ``store_path`` for ``index_df``'s images under ``root``
     (``params.chain`` None: the restorer's own chain).
 
     Only shards ``k`` with ``k % shard[1] == shard[0]`` are done by this call;
     ``create_only`` creates/verifies the store and samples nothing (run it once before
-    starting shard workers). Returns a summary: crops, shards in total / written now / still
-    pending anywhere, crops/s.
+    starting shard workers). ``net``: a network to run instead of the checkpoint's (the
+    guidance controls: a fixed classical restoration or none at all); ``checkpoint_path`` is
+    then only a label recorded as the store's restorer id. Returns a summary: crops, shards in
+    total / written now / still pending anywhere, crops/s.
     """
     from diffiqa.diffusion.checkpoint import read_restorer_config
 
     root, store_path, checkpoint_path = Path(root), Path(store_path), Path(checkpoint_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    require_checkpoint(checkpoint_path)
-    if params.chain is None:
-        params = params.resolved(read_restorer_config(checkpoint_path).chain)
-    spec = cache_spec(params, checkpoint_path, index_df)
+    if net is None:
+        require_checkpoint(checkpoint_path)
+        if params.chain is None:
+            params = params.resolved(read_restorer_config(checkpoint_path).chain)
+    elif params.chain is None:
+        raise ConfigError("restore_dataset(net=...): give params.chain (a network of its own has no recorded chain)")
+    spec = cache_spec(params, checkpoint_path, index_df, restorer_id=None if net is None else str(checkpoint_path))
     rows, boxes = plan_crops(index_df, root, params)
     cache = open_cache(store_path, spec, rows, boxes)
     pending = [] if create_only else cache.pending_shards(*shard)
@@ -332,7 +339,8 @@ def restore_dataset(
     log.info("%s: %d crops in %d shards; process %d/%d has %d shards (%d crops) to do",
              store_path, cache.n_crops, cache.n_shards, shard[0], shard[1], len(pending), todo)
     # Loaded only when there is work: a finished store is a no-op without touching the model.
-    net = _load_restorer(checkpoint_path, device) if pending else None
+    if net is None:
+        net = _load_restorer(checkpoint_path, device) if pending else None
     images = index_df["image"].astype(str).tolist()
     t0, done_crops = time.perf_counter(), 0
     with tqdm(total=todo, unit="crop", desc=f"restore {store_path.name} {shard[0]}/{shard[1]}",

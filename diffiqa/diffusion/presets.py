@@ -1,7 +1,8 @@
 """Named restorer configurations (presets; a params *profile* picks one by name): ``demo``
 (minutes on 2 CPU cores), ``cpu`` (hours on one thread, shipped pre-trained as
 diffiqa/assets/default_restorer.pt), ``paper`` (SR3 sizes for a GPU worker), and ``prior_map``
-(an *unconditional* denoiser of pristine crops: the enhancement's latent map)."""
+(an *unconditional* denoiser of pristine crops: the enhancement's latent map), and
+``camera`` (the cpu layout trained on camera degradations made on the fly: the packaged restorer)."""
 
 from __future__ import annotations
 
@@ -78,11 +79,24 @@ def _prior_map() -> RestorerConfig:
                           conditional=False, chain=Chain(sampler="ddim", steps=3, t_start=0.3))
 
 
-PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper, "prior_map": _prior_map}
+def _camera() -> RestorerConfig:
+    # The packaged restorer: the cpu layout trained on camera degradations made on the fly
+    # (diffiqa.data.camera_pairs; benchmarks/train_camera_restorer.py). 96² crops: wide enough
+    # for 15 px motion blur and a few JPEG blocks; ~0.55 s per step of 8 on one loaded core.
+    # Levels up to t 0.3 cover the cache's chain (t_start 0.05) and a conditional latent map's.
+    # Mixed start states (a point between the degraded and the clean crop) are what a chain's
+    # later steps see.
+    return RestorerConfig(unet=_cpu().unet, crop_size=96, batch_size=8, lr=5e-4, steps=100_000, loss="l2",
+                          ema_decay=0.999, checkpoint_every=200, seed=0, t_max=0.3, full_range_share=0.0,
+                          distorted_start=0.8, mixed_start=0.2, rotate=True, grad_clip=0.0, spike_guard=20.0,
+                          chain=Chain(sampler="ddim", steps=2, t_start=0.05))
+
+
+PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper, "prior_map": _prior_map, "camera": _camera}
 
 
 def restorer_preset(name: str) -> RestorerConfig:
-    """-> a fresh RestorerConfig for preset ``name`` (demo | cpu | paper | prior_map)."""
+    """-> a fresh RestorerConfig for preset ``name`` (demo | cpu | paper | prior_map | camera)."""
     if name not in PRESETS:
         raise ConfigError(f"restorer preset {name!r}: known presets are {sorted(PRESETS)}")
     return PRESETS[name]()

@@ -141,6 +141,27 @@ def crop_batch(distorted: np.ndarray, pristine: np.ndarray, crop_size: int, batc
     return pairs[0], pairs[1]
 
 
+class StoredPairs:
+    """Pairs held in memory (N,3,S,S) uint8; ``batch`` cuts random aligned crops (crop_batch)."""
+
+    def __init__(self, distorted: np.ndarray, pristine: np.ndarray, where, crop_size: int):
+        if len(distorted) == 0:
+            raise DiffiqaError(f"{where}: no training pairs")
+        if crop_size > min(distorted.shape[-2:]):
+            raise ConfigError(f"crop_size={crop_size} is larger than the pairs ({distorted.shape[-1]} px) in {where}")
+        self.distorted, self.pristine = np.ascontiguousarray(distorted), np.ascontiguousarray(pristine)
+
+    def batch(self, generator, crop_size: int, batch_size: int, rotate: bool = False):
+        return crop_batch(self.distorted, self.pristine, crop_size, batch_size, generator, rotate=rotate)
+
+
+def _read_pairs(pairs_dir) -> tuple[np.ndarray, np.ndarray]:
+    from diffiqa.data.pairs import load_pairs
+
+    distorted, pristine, _ = load_pairs(Path(pairs_dir), heldout=False)
+    return distorted, pristine
+
+
 def _numpy_rng_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
@@ -224,7 +245,7 @@ def _restart_or_raise(last_path: Path, csv_path: Path, cfg: RestorerConfig, on_m
 
 def train_restorer(
     pairs_dir, out_dir, cfg: RestorerConfig, progress: bool = True, device=None, pairs=None, max_seconds: float | None = None,
-    on_mismatch: str = "error", provenance: dict | None = None,
+    on_mismatch: str = "error", provenance: dict | None = None, source=None,
 ) -> dict:
     """Train (or resume) a restorer on the training pairs of ``pairs_dir``.
 
@@ -237,23 +258,17 @@ def train_restorer(
     summary then has ``stopped_early`` True and ``steps`` < cfg.steps. ``on_mismatch``: what a
     ``last.pt`` made with other params does ("error" or "restart"; see ``_restart_or_raise``).
     ``provenance``: extra plain values recorded in ``restorer.pt`` (e.g. the pairs' summary).
+    ``source``: pairs made on the fly instead of stored ones (an object whose
+    ``batch(generator, crop_size, batch_size, rotate)`` returns (cond, x0), e.g.
+    ``diffiqa.data.camera_pairs.CameraPairSource``); ``pairs_dir`` is then not read.
     Returns a summary dict.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ddp = distributed.from_env()  # under torchrun: this rank's share of every global batch
     device = ddp.device(device)
-    if pairs is None:
-        from diffiqa.data.pairs import load_pairs
-
-        distorted, pristine, _ = load_pairs(Path(pairs_dir), heldout=False)
-    else:
-        distorted, pristine = pairs
-    if len(distorted) == 0:
-        raise DiffiqaError(f"{pairs_dir}: no training pairs")
-    if cfg.crop_size > min(distorted.shape[-2:]):
-        raise ConfigError(f"crop_size={cfg.crop_size} is larger than the pairs ({distorted.shape[-1]} px) in {pairs_dir}")
-    distorted, pristine = np.ascontiguousarray(distorted), np.ascontiguousarray(pristine)
+    if source is None:
+        source = StoredPairs(*(pairs if pairs is not None else _read_pairs(pairs_dir)), pairs_dir, cfg.crop_size)
 
     last_path, csv_path = out_dir / "last.pt", out_dir / "loss.csv"
     state = _restart_or_raise(last_path, csv_path, cfg, on_mismatch, device)
@@ -273,7 +288,7 @@ def train_restorer(
     # is what makes a resumed run end with the same weights as an uninterrupted one.
     for step in range(start + 1, cfg.steps + 1):
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
-        cond, x0 = crop_batch(distorted, pristine, cfg.crop_size, cfg.batch_size, gen, rotate=cfg.rotate)
+        cond, x0 = source.batch(gen, cfg.crop_size, cfg.batch_size, rotate=cfg.rotate)
         torch.manual_seed(step_seed(cfg.seed + 1, step))  # dropout masks: a function of the step too
         loss = ddp.loss_weight(cfg.batch_size) * diffusion_loss(
             train_net, x0.to(device), cond.to(device), cfg.loss, generator=gen, rows=ddp.rows(cfg.batch_size), t_max=cfg.t_max,
