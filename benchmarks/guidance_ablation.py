@@ -12,7 +12,9 @@ corrected resampled t-test (Nadeau & Bengio 2003; the splits share images).
 
 ``--tiles``: tile features of ``distorted`` and the noise-only control ``dnoisy_<1|2>_s<seed>``
 (benchmarks/tile_features.py); each ``--source name=DIR``: tile features of ``restored``,
-``noisy_1``, ``noisy_2`` from that source's restore cache (benchmarks/guidance_caches.py).
+``noisy_1``, ``noisy_2`` from that source's restore cache (benchmarks/guidance_caches.py);
+``--noise-control DIR`` (one per draw): the noisy_1/2 features of a cache with no restoration
+(``guidance_caches.py --control none [--seed s]``), else the ``dnoisy`` kinds of ``--tiles``.
 The noise-only control averages the pooled features of its draws.
 """
 
@@ -43,8 +45,14 @@ log = logging.getLogger("benchmarks.guidance_ablation")
 GUIDED = ("restored", "noisy_1", "noisy_2")
 
 
-def noise_control(tiles_dir: Path, tiles, n, backbones) -> dict[str, np.ndarray]:
-    """Pooled features of the noise-only control per level, averaged over the stored draws."""
+def noise_control(tiles_dir: Path, tiles, n, backbones, control_dirs=()) -> dict[str, np.ndarray]:
+    """Pooled features of the noise-only control per level, averaged over its draws: the
+    ``noisy_<level>`` features of each ``control_dirs`` folder (restore caches of no
+    restoration, ``guidance_caches.py --control none [--seed s]``) when given, else the
+    ``dnoisy_<level>_s<seed>`` kinds stored with the distorted features."""
+    if control_dirs:
+        return {f"noisy_{level}": np.mean([pooled(Path(c), tiles, n, backbones, f"noisy_{level}") for c in control_dirs], 0)
+                for level in (1, 2)}
     out = {}
     for level in (1, 2):
         draws = sorted(p.name.split("_")[2] for p in tiles_dir.glob(f"dnoisy_{level}_s*_{backbones[0]}.npy"))
@@ -54,11 +62,11 @@ def noise_control(tiles_dir: Path, tiles, n, backbones) -> dict[str, np.ndarray]
     return out
 
 
-def row_sets(tiles_dir: Path, sources: dict[str, Path], tiles, n, backbones) -> dict[str, tuple[np.ndarray, str]]:
+def row_sets(tiles_dir: Path, sources: dict[str, Path], tiles, n, backbones, control_dirs=()) -> dict[str, tuple[np.ndarray, str]]:
     """-> {row: (features, what)}: d alone, and [d, d - k...] for each control and source."""
     d = pooled(tiles_dir, tiles, n, backbones)
     rows = {"d": (d, "distorted image only")}
-    noise = noise_control(tiles_dir, tiles, n, backbones)
+    noise = noise_control(tiles_dir, tiles, n, backbones, control_dirs)
     if len(noise) == 2:
         rows["noise_only"] = (np.concatenate([d, d - noise["noisy_1"], d - noise["noisy_2"]], 1),
                               "d + (d - q(x_t | d)) at t 0.1, 0.2: the noisy states' noise, no restorer")
@@ -119,6 +127,8 @@ def main() -> None:
     ap.add_argument("--prepared", type=Path, required=True)
     ap.add_argument("--tiles", type=Path, required=True)
     ap.add_argument("--source", action="append", default=[], help="name=DIR of restored/noisy tile features")
+    ap.add_argument("--noise-control", action="append", default=[],
+                    help="DIR of noisy_1/noisy_2 tile features of a no-restoration cache (one per noise draw)")
     ap.add_argument("--backbones", default="lite0,lite1,lite2")
     ap.add_argument("--splits", type=int, default=10)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "guidance")
@@ -130,7 +140,7 @@ def main() -> None:
     sources = dict(s.split("=", 1) for s in args.source)
     sources = {k: Path(v) for k, v in sources.items()}
     backbones = [LITE[b] for b in args.backbones.split(",")]
-    rows = row_sets(args.tiles, sources, tiles, len(index), backbones)
+    rows = row_sets(args.tiles, sources, tiles, len(index), backbones, args.noise_control)
     results = run_rows(rows, index, splits)
     header = [f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
               f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, no GPU; {len(index)} images, "

@@ -70,3 +70,19 @@ def test_paired_table_credits_the_restorer_over_the_controls(features):
     row = next(p for p in paired if p["a"] == "camera" and p["b"] == "noise_only")
     assert row["won"] == 3 and row["mean"] > 0.3 and 0 < row["p"] < 0.05
     assert "camera − noise_only" in md and "t = " in md
+
+
+def test_noise_control_from_no_restoration_caches(features, tmp_path):
+    tiles, sources, index, splits = features
+    t = pd.read_parquet(tiles / "tiles.parquet")
+    rng = np.random.default_rng(1)
+    dirs = []
+    for s in (0, 1):
+        folder = tmp_path / f"none{s}"
+        for level in (1, 2):
+            _write(folder, f"noisy_{level}", rng.normal(0, 1, (N, 4, 2, 2)))
+        dirs.append(folder)
+    control = ga.noise_control(tiles, t, N, BB, dirs)
+    expect = (ga.pooled(dirs[0], t, N, BB, "noisy_2") + ga.pooled(dirs[1], t, N, BB, "noisy_2")) / 2
+    assert np.allclose(control["noisy_2"], expect)
+    assert "noise_only" in ga.row_sets(tiles, sources, t, N, BB, dirs)
