@@ -42,7 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from diffiqa.data.pairs import PairsParams, load_pairs, make_pairs  # noqa: E402
-from diffiqa.diffusion.chain import Chain, run_chain  # noqa: E402
+from diffiqa.diffusion.chain import Chain  # noqa: E402
+from diffiqa.diffusion.samplers import run_chain  # noqa: E402
 from diffiqa.diffusion.checkpoint import load_restorer  # noqa: E402
 from diffiqa.diffusion.evaluation import evaluate_restorer  # noqa: E402
 from diffiqa.diffusion.presets import restorer_preset  # noqa: E402

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from diffiqa.cache import IMAGE_KINDS, CacheSpec, open_cache
 from diffiqa.config import from_dict, to_dict
-from diffiqa.diffusion.chain import Chain, chain_from_record, noisy_states, run_chain
-from diffiqa.diffusion.samplers import REFERENCE_STEPS, to_model_space
+from diffiqa.diffusion.chain import REFERENCE_STEPS, Chain, chain_from_record
+from diffiqa.diffusion.samplers import noisy_states, run_chain, to_model_space
 from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
 from diffiqa.errors import ConfigError, DiffiqaError, ImageError

@@ -2,7 +2,7 @@
 
 Kept apart from :mod:`diffiqa.restore` (the dataset cache: plan, shards), whose
 ``sample_crops`` restores an image that fits one window and whose ``RestoreParams`` it takes;
-larger images run ``diffusion.chain.run_chain`` window by window.
+larger images run ``diffusion.samplers.run_chain`` window by window.
 """
 
 from __future__ import annotations
@@ -238,8 +238,7 @@ class PositionNoise:
 def restore_window(net, window_u8: np.ndarray, draw, params: RestoreParams, device) -> torch.Tensor:
     """The chain on one (3,h,w) uint8 window with noise ``draw`` -> final state (1,3,h,w) in
     model space, unclamped (what ``sample_crops`` calls ``final``)."""
-    from diffiqa.diffusion.chain import run_chain
-    from diffiqa.diffusion.samplers import to_model_space
+    from diffiqa.diffusion.samplers import run_chain, to_model_space
 
     cond = to_model_space(torch.from_numpy(np.ascontiguousarray(window_u8)[None]).to(device=device, dtype=torch.float32)
                           / 255.0)
@@ -260,7 +259,7 @@ def restore_bands(net, image: np.ndarray, key: int, params: RestoreParams, devic
     the uint8 input, memory is O(width x tile), not O(pixels): there is never a full-size
     float copy.
     """
-    from diffiqa.diffusion.chain import noisy_states
+    from diffiqa.diffusion.samplers import noisy_states
     from diffiqa.restore import TiledNet, sample_crops
 
     if params.noisy_states != "restored":

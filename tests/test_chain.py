@@ -1,12 +1,12 @@
-"""One restore chain: every caller runs ``diffusion.chain.run_chain`` and gets the same image
+"""One restore chain: every caller runs ``diffusion.samplers.run_chain`` and gets the same image
 for the same network, chain and noise."""
 
 import numpy as np
 import pytest
 import torch
 
-from diffiqa.diffusion.chain import LEGACY_CHAIN, Chain, chain_from_record, noisy_states, run_chain
-from diffiqa.diffusion.samplers import start_state, to_model_space
+from diffiqa.diffusion.chain import LEGACY_CHAIN, Chain, chain_from_record
+from diffiqa.diffusion.samplers import noisy_states, run_chain, start_state, to_model_space
 from diffiqa.errors import ConfigError
 
 S = 16

@@ -11,8 +11,8 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm.auto import tqdm
 
-from diffiqa.diffusion.chain import Chain, run_chain
-from diffiqa.diffusion.samplers import generator_noise, to_image_space, to_model_space
+from diffiqa.diffusion.chain import Chain
+from diffiqa.diffusion.samplers import generator_noise, run_chain, to_image_space, to_model_space
 from diffiqa.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Each sampler is a generator taking ``net`` as an argument: ``net(x_t, cond, gamma)`` returns
 eps, x0 or x0 - cond as ``net.prediction`` says (``predict`` converts; ``EpsNet`` wraps a net
 for code that wants eps). ``time_grid`` and ``sample_chain`` are the one time grid and the one
-loop; ``diffiqa.diffusion.chain.run_chain`` runs a chain to its end through them for every
+loop; ``run_chain`` (below) runs a restore chain (``diffusion.chain.Chain``) to its end for every
 caller (cache, files, evaluation, priors, the enhancement's map, benchmarks).
 The loop yields a ``SamplerState`` after every step, so the caller writes what it keeps
 (``run_and_keep``: the final image and the states k steps before the end). Everything is
@@ -18,19 +18,19 @@ step; ``sample_chain`` wraps them in ``torch.no_grad()`` unless asked for gradie
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint as checkpoint_step
 
+from diffiqa.diffusion.chain import REFERENCE_STEPS, SAMPLERS, Chain
 from diffiqa.diffusion.schedule import add_noise, cosine_alpha_bar, sampling_timesteps
+from diffiqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# keep_steps are given as positions in the paper's 50-step DDPM chain.
-REFERENCE_STEPS = 50
-SAMPLERS = ("ddpm", "ddim")
+Noise = Callable[[], torch.Tensor] | torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -301,3 +301,57 @@ def run_and_keep(
     if count != num_steps:
         raise ValueError(f"sampler yielded {count} states, expected num_steps={num_steps}")
     return final, kept
+
+
+# --- a restore chain to its end -------------------------------------------------------------
+def _draw(noise: Noise, cond: torch.Tensor, chain: Chain):
+    if noise is None:
+        return lambda: torch.randn_like(cond)
+    if callable(noise):
+        return noise
+    if chain.stochastic:
+        raise ConfigError(f"chain {chain.label()} draws noise at every step: pass a callable, not one tensor")
+    return lambda: noise
+
+
+def run_chain(net, cond: torch.Tensor, chain: Chain, noise: Noise = None, grad: bool = False, *,
+              start: torch.Tensor | None = None, clip_x0: bool = True, checkpoint: bool = True,
+              keep: Sequence[int] = ()):
+    """The one way a restore chain runs to its end (the cache, ``diffiqa restore`` window by
+    window, the restorer's evaluation, the restoration-gap prior, the enhancement's DDIM map, the
+    restore benchmark: they differ only in their noise and whether gradients flow).
+
+    Run ``chain`` on ``cond`` (N,3,H,W) in model space [-1,1] to its end -> the final state
+    (N,3,H,W), model space, unclamped.
+
+    ``noise``: ``draw() -> (N,3,H,W)`` standard normal, called for the start state and then once
+    per step of a stochastic chain, in that order (``samplers.sample_chain``); or one tensor,
+    the start noise of a deterministic chain; None = ``torch.randn_like``. ``start``: the first
+    state itself (a latent, as the enhancement's map has), instead of ``cond`` noised to
+    t_start. ``grad``: keep autograd (each step under ``torch.utils.checkpoint`` when
+    ``checkpoint``, so a backward pass holds one step's activations); else no graph is built.
+    ``clip_x0``: clamp each step's x0 estimate to [-1,1] (restoration does; an invertible map
+    must not). ``keep``: steps before the end of a 50-step chain whose nearest chain states to
+    return as well: then -> (final, {k: state}) (``samplers.keep_positions``).
+    """
+    states = sample_chain(net, cond, chain.steps, chain.sampler, chain.t_start, float(chain.eta),
+                          draw=_draw(noise, cond, chain), x_T=start, clip_x0=clip_x0, grad=grad, checkpoint=checkpoint)
+    if keep:
+        return run_and_keep(states, keep, chain.steps, chain.t_start)
+    final = None
+    for state in states:
+        final = state.x
+    return final
+
+
+def noisy_states(final: torch.Tensor, keep_steps: Sequence[int],
+                 noise: Callable[[], torch.Tensor] | Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+    """The paper's noisy states of a restoration: {k: q(x_t | restored) at t = k/50} for k in
+    ``keep_steps`` (steps before the end of the 50-step reference chain), restored = ``final``
+    (a chain's last state, model space) clamped to [-1,1]. ``noise``: a ``draw()`` called once
+    per k in order, or one (N,3,H,W) tensor per k."""
+    restored = final.clamp(-1, 1)
+    draws = [noise() for _ in keep_steps] if callable(noise) else list(noise)
+    if len(draws) != len(keep_steps):
+        raise ConfigError(f"noisy_states: {len(draws)} noise tensors for keep_steps {list(keep_steps)}")
+    return {k: noise_to(restored, reference_time(k, REFERENCE_STEPS), eps) for k, eps in zip(keep_steps, draws)}

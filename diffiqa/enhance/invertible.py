@@ -49,9 +49,9 @@ import functools
 import torch
 from torch.utils.checkpoint import checkpoint as checkpoint_step
 
-from diffiqa.diffusion.chain import Chain, run_chain
+from diffiqa.diffusion.chain import Chain
 from diffiqa.diffusion.checkpoint import condition_for
-from diffiqa.diffusion.samplers import to_model_space
+from diffiqa.diffusion.samplers import run_chain, to_model_space
 from diffiqa.enhance.chain import affine_down, affine_up, ddim_up, eps_at, time_grid
 from diffiqa.errors import ConfigError
 

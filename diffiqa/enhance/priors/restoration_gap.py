@@ -5,7 +5,7 @@ steps) conditioned on x, on the restorer's own chain: from x noised to ``t_start
 fixed seeded noise (so Q is a function of x alone), or from that noise alone at t_start = 1.
 A pristine image is a fixed point of a good restorer (gap ~ 0); a degraded one is moved.
 Gradients flow through the start state and the condition of every sampler step (each step
-checkpointed). The chain is ``diffusion.chain.run_chain``, the one every restoration runs.
+checkpointed). The chain is ``diffusion.samplers.run_chain``, the one every restoration runs.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffiqa.diffusion.chain import Chain, run_chain
-from diffiqa.diffusion.samplers import to_image_space, to_model_space
+from diffiqa.diffusion.chain import Chain
+from diffiqa.diffusion.samplers import run_chain, to_image_space, to_model_space
 
 
 class RestorationGapPrior(nn.Module):
