@@ -4,8 +4,9 @@ Every row reads the same content-disjoint splits (``splits.json``: the first ``-
 fits on ``train + val`` (the model: fixed recipe, ``refit``; the baselines: strengths by
 k-fold CV on the same rows), and is scored on ``test``: SRCC and PLCC (after the 4-parameter
 logistic fit), mean ± std over splits, plus **paired per-split differences** (mean ± s.e.,
-splits won) of the model against the strongest baseline and against its distorted-only
-ablation.
+splits won and the corrected resampled t-test of Nadeau & Bengio, ``diffiqa.comparison``:
+the splits share images, so the plain s.e. overstates certainty) of the model against the
+strongest baseline and against its distorted-only ablation.
 
 Inputs are the whole-image tile features of ``benchmarks/tile_features.py`` (every image cut
 into tiles that cover it, each tile through the frozen backbone with cell statistics): the
@@ -47,6 +48,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from diffiqa import metrics  # noqa: E402
+from diffiqa.comparison import PairedComparison, paired_comparison, split_sizes  # noqa: E402
 from diffiqa.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
 from diffiqa.scorer import DualBranchScorer, scorer_preset  # noqa: E402
 from diffiqa.training.features import FeatureStore, lazy_zeros  # noqa: E402
@@ -310,17 +312,17 @@ def summarize(per_split) -> dict:
     return out
 
 
-def paired(a: dict, b: dict) -> dict:
-    """Per-split SRCC differences a - b on the splits both rows have."""
+def paired(a: dict, b: dict, splits) -> PairedComparison | None:
+    """Per-split SRCC differences a - b on the splits both rows have: mean ± s.e., splits won and
+    the corrected resampled t-test (the splits share images; ``diffiqa.comparison``); None
+    below 2 common splits."""
     sa = {s["split"]: s["srcc"] for s in a["per_split"]}
     sb = {s["split"]: s["srcc"] for s in b["per_split"]}
     common = sorted(set(sa) & set(sb))
-    d = np.array([sa[k] - sb[k] for k in common])
-    return {"n": len(d), "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan"),
-            "won": int((d > 0).sum())}
+    return paired_comparison(sa, sb, *split_sizes(splits, common)) if len(common) >= 2 else None
 
 
-def tables(results: dict, header: list[str]) -> str:
+def tables(results: dict, header: list[str], splits) -> str:
     lines = [*header, "", "| row | what | SRCC | PLCC | wall s |", "|---|---|---|---|---|"]
     for name, r in results.items():
         s, p = r["srcc"], r["plcc"]
@@ -330,13 +332,13 @@ def tables(results: dict, header: list[str]) -> str:
     if baselines and models:
         best = max(baselines, key=lambda n: results[n]["srcc"]["mean"])
         lines += ["", f"Paired per-split SRCC differences (strongest baseline: {best}):", "",
-                  "| comparison | mean ± s.e. | splits won |", "|---|---|---|"]
+                  "| comparison | mean ± s.e. | splits won | corrected t-test (Nadeau & Bengio) |", "|---|---|---|---|"]
         pairs = [(m, best) for m in models]
         if "distorted_only" in results:
             pairs += [(m, "distorted_only") for m in models if m != "distorted_only"]
         for a, b in pairs:
-            d = paired(results[a], results[b])
-            lines.append(f"| {a} − {b} | {d['mean']:+.3f} ± {d['se']:.3f} | {d['won']}/{d['n']} |")
+            c = paired(results[a], results[b], splits)
+            lines.append(f"| {a} − {b} | {c.row() if c else 'fewer than 2 common splits | | '} |")
     lines += ["", "Test SRCC per split:", "", "| row | " + " | ".join(str(s["split"]) for s in next(iter(results.values()))["per_split"]) + " |",
               "|---|" + "---|" * len(next(iter(results.values()))["per_split"])]
     for name, r in results.items():
@@ -386,8 +388,9 @@ def main(argv=None) -> int:
         results[f"{name}_{args.label}" if args.label else name] = r
         write_json_atomic(results_path, {"results": results})
         log.info("%s: SRCC %.3f ± %.3f (%.0f s)", name, r["srcc"]["mean"], r["srcc"]["std"], r["wall_s"])
-    write_text_atomic(args.out / "tables.md", tables(results, header))
-    print(tables(results, header))
+    all_splits = json.loads((args.prepared / "splits.json").read_text())["splits"]
+    write_text_atomic(args.out / "tables.md", tables(results, header, all_splits))
+    print(tables(results, header, all_splits))
     return 0
 
 
