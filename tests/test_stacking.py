@@ -4,11 +4,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from diffiqa.training.kernel_ridge import kernel_ridge_cv
-from diffiqa.training.ridge import fold_ids
+from diffiqa.training.kernel_ridge import (RIDGE_ALPHAS, kernel_ridge_cv, linear_kernel, rbf_kernels, rbf_ridge_cv,
+                                           standardise)
+from diffiqa.training.ridge import fold_ids, ridge_cv
 from diffiqa.training.selection import nested_select
-from diffiqa.training.stacking import (kernel_ridge_learner, nnls_weights, out_of_fold, ridge_learner, stack,
-                                       stacked_learner)
+from diffiqa.training.stacking import kernel_learner, nnls_weights, out_of_fold, stack, stacked_learner
+
+
+def krr(x, y, gammas=(0.5, 2.0), alphas=(1e-2, 1e-1), rows=None):
+    return kernel_learner(rbf_kernels(standardise(x, np.arange(len(y)) if rows is None else rows), gammas), y, alphas,
+                          folds=3)
+
+
+def lin(x, y):
+    return kernel_learner(linear_kernel(standardise(x, np.arange(len(y)))), y, RIDGE_ALPHAS, folds=3)
 
 
 @pytest.fixture
@@ -24,7 +33,8 @@ def data():
 def test_kernel_ridge_eigen_cv_equals_direct_solves(data):
     x, y, _ = data
     gammas, alphas = (0.5, 2.0), (1e-3, 1e-1, 1.0)
-    fit = kernel_ridge_cv(x, y, gammas, alphas, folds=4, seed=1)
+    rows = np.arange(len(y))
+    fit, width = rbf_ridge_cv(x, y, rows, gammas, alphas, folds=4, seed=1)
     Z = (x - x.mean(0)) / x.std(0)
     D = ((Z[:, None] - Z[None]) ** 2).sum(-1) / 2
     fid = fold_ids(len(y), 4, 1)
@@ -38,9 +48,22 @@ def test_kernel_ridge_eigen_cv_equals_direct_solves(data):
                 err += ((K[np.ix_(va, tr)] @ c + y[tr].mean() - y[va]) ** 2).sum()
             assert fit.cv_mse[gi, ai] == pytest.approx(err / len(y), rel=1e-6)
     gi, ai = np.unravel_index(np.argmin(fit.cv_mse), fit.cv_mse.shape)
-    assert (fit.gamma, fit.alpha) == (gammas[gi], alphas[ai])
+    assert (width, fit.alpha) == (gammas[gi], alphas[ai])
     # the nonlinear target is learnt: fitted predictions track it closely
-    assert stats.pearsonr(fit.predict(x), y)[0] > 0.95
+    assert stats.pearsonr(fit.predict(rows), y)[0] > 0.95
+
+
+def test_linear_kernel_ridge_is_ridge_regression(data):
+    x, y, noise = data
+    X = np.concatenate([x, noise], 1)
+    rows = np.arange(40)
+    fit = kernel_ridge_cv(linear_kernel(standardise(X, rows)), y, rows, RIDGE_ALPHAS, folds=5, seed=0)
+    ref = ridge_cv(X[rows], y[rows], RIDGE_ALPHAS, folds=5, seed=0)
+    assert fit.alpha == ref.alpha
+    test = np.arange(40, 60)
+    assert fit.predict(test) == pytest.approx(ref.predict(X[test]), abs=1e-8)
+    with pytest.raises(ValueError, match="matrices"):
+        kernel_ridge_cv([np.eye(3)], y, rows)
 
 
 def test_nnls_weights_recover_a_scaled_learner_and_drop_the_rest(data):
@@ -57,9 +80,14 @@ def test_out_of_fold_never_predicts_a_row_it_was_fitted_on(data):
     _, y, _ = data
     seen = []
 
+    class Spy:
+        def predict(self, r):
+            seen.append(("predict", set(r.tolist())))
+            return np.zeros(len(r))
+
     def spy(rows):
         seen.append(set(rows.tolist()))
-        return lambda r: (seen.append(("predict", set(r.tolist()))), np.zeros(len(r)))[1]
+        return Spy()
 
     rows = np.arange(10, 40)
     P = out_of_fold({"spy": spy}, rows, folds=3)
@@ -72,35 +100,70 @@ def test_out_of_fold_never_predicts_a_row_it_was_fitted_on(data):
 
 def test_stack_weights_the_informative_learner_and_skips_zero_weights(data):
     x, y, noise = data
-    learners = {"krr": kernel_ridge_learner(x, y, gammas=(0.5, 2.0), alphas=(1e-2, 1e-1)),
-                "noise": ridge_learner(noise, y)}
+    learners = {"krr": krr(x, y), "noise": lin(noise, y)}
     rows = np.arange(50)
     fit = stack(learners, y, rows, folds=3)
-    assert fit.names == ("krr", "noise") and fit.oof.shape == (50, 2)
+    assert fit.names == ("krr", "noise") and fit.base_oof.shape == (50, 2)
     assert fit.weights[0] > 0.8 and np.all(fit.weights >= 0)
     test = np.arange(50, 60)
     assert stats.pearsonr(fit.predict(test), y[test])[0] > 0.9
-    # a learner whose weight is zero is never refit (its predictor raises if called)
-    const = {"krr": learners["krr"], "const": lambda r: (lambda q: np.zeros(len(q)))}
+    # a learner whose weight is zero is never refit
+    fits = []
+
+    class Zero:
+        def predict(self, q):
+            return np.zeros(len(q))
+
+    const = {"krr": learners["krr"], "const": lambda r: (fits.append(len(r)), Zero())[1]}
     fit = stack(const, y, rows, folds=3)
-    assert fit.weights[1] == 0 and fit.predict(test).shape == (10,)
+    assert fit.weights[1] == 0 and fit.models[1] is None and sorted(fits) == [33, 33, 34]
+    assert fit.predict(test).shape == (10,)
+
+
+def test_stack_on_the_learners_own_cv_predictions(data):
+    x, y, noise = data
+    rows = np.arange(50)
+    learners = {"krr": krr(x, y), "noise": lin(noise, y)}
+    fit = stack(learners, y, rows, oof="learner")
+    # the weights sit on each learner's own CV predictions, and each learner is fitted once
+    ref = [learners[n](rows) for n in learners]
+    assert fit.base_oof == pytest.approx(np.stack([m.oof for m in ref], 1))
+    assert fit.predict(np.arange(50, 60)) == pytest.approx(
+        fit.intercept + sum(w * m.predict(np.arange(50, 60)) for w, m in zip(fit.weights, ref)))
+    assert fit.weights[0] > 0.8
+
+    class NoOOF:
+        def predict(self, q):
+            return np.zeros(len(q))
+
+    with pytest.raises(ValueError, match="no out-of-fold"):
+        stack({"a": lambda r: NoOOF()}, y, rows, oof="learner")
+    with pytest.raises(ValueError, match="oof must be"):
+        stack(learners, y, rows, oof="both")
 
 
 def test_nested_select_picks_by_inner_cv_and_never_reads_test_rows(data):
     x, y, noise = data
     touched = set()
 
+    class Watched:
+        def __init__(self, model):
+            self.model = model
+
+        def predict(self, r):
+            touched.update(r.tolist())
+            return self.model.predict(r)
+
     def watched(learner):
         def fit(rows):
             touched.update(rows.tolist())
-            p = learner(rows)
-            return lambda r: (touched.update(r.tolist()), p(r))[1]
+            return Watched(learner(rows))
         return fit
 
-    candidates = {"noise": watched(ridge_learner(noise, y)),
-                  "stack": watched(stacked_learner({"krr": kernel_ridge_learner(x, y, gammas=(1.0,), alphas=(1e-2,)),
-                                                    "lin": ridge_learner(x, y)}, y, folds=3))}
     train = np.arange(45)
+    candidates = {"noise": watched(lin(noise, y)),
+                  "stack": watched(stacked_learner({"krr": krr(x, y, (1.0,), (1e-2,), rows=train), "lin": lin(x, y)},
+                                                   y, folds=3))}
     sel = nested_select(candidates, y, train, folds=3)
     assert sel.name == "stack" and sel.scores["stack"] > sel.scores["noise"]
     assert touched <= set(train.tolist())

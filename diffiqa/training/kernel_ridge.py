@@ -1,85 +1,110 @@
-"""RBF kernel ridge regression with width and strength chosen by k-fold cross-validation.
+"""Kernel ridge regression with the kernel and strength chosen by k-fold cross-validation.
 
 The strongest frozen read-out of pooled backbone features on CLIVE (``benchmarks/accuracy.py``
-row ``lite012_krr``), and a base learner of :mod:`diffiqa.training.stacking`. Features are
-standardised on the training rows; the kernel is ``k(x, z) = exp(-g |x - z|² / p)`` (``p``
-features, so ``g`` is a width on the scale of one standardised feature). ``(g, alpha)`` come
-from a grid scored by the k-fold mean squared error of the out-of-fold predictions (the
-intercept is the training mean, as for :mod:`diffiqa.training.ridge`). One eigendecomposition
-of each fold's kernel serves every ``alpha`` of the grid.
+row ``lite012_krr``), and the base learner of :mod:`diffiqa.training.stacking`.
+
+The fit takes a *grid of precomputed kernels* over a fixed set of items (e.g. every image of
+a data set) and the row ids to fit on: ``(kernel, alpha)`` come from the grid, scored by the
+k-fold mean squared error of the out-of-fold predictions (intercept = the training mean, as in
+:mod:`diffiqa.training.ridge`); one eigendecomposition of each fold's kernel serves every
+``alpha``. Precomputing lets nested cross-validation (stacking, recipe selection) reuse one
+kernel matrix per split instead of a distance matrix per inner fit. Two kernels of pooled
+features ``X`` standardised on the split's training rows (``standardise``):
+
+- RBF ``exp(-g |x - z|² / p)`` for a grid of widths ``g`` (``rbf_kernels``);
+- linear ``Z Z'`` (``linear_kernel``): kernel ridge with it is ridge regression on ``Z``
+  (the dual of :func:`diffiqa.training.ridge.ridge_cv` with the same strengths).
+
+Standardising on all training rows (not per inner fold) reads no targets, only features.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from diffiqa.training.ridge import DEFAULT_ALPHAS as RIDGE_ALPHAS
 from diffiqa.training.ridge import fold_ids
 
 DEFAULT_GAMMAS = tuple(float(g) for g in 2.0 ** np.arange(-6, 2))
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-8, 1, 19))
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-8, 1, 19))  # for the RBF kernels (values in (0, 1])
 
 
-def _sq_dist(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """(n,m) squared Euclidean distances divided by the number of features."""
-    d = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * A @ B.T
-    return np.maximum(d, 0.0) / A.shape[1]
+def standardise(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """All of ``X (N,p)`` standardised with the mean and std of ``rows`` (constant columns: scale 1)."""
+    X = np.asarray(X, np.float64)
+    mean, scale = X[rows].mean(0), X[rows].std(0)
+    return (X - mean) / np.where(scale > 1e-12, scale, 1.0)
+
+
+def sq_distances(Z: np.ndarray) -> np.ndarray:
+    """(N,N) squared Euclidean distances of the rows of ``Z (N,p)`` divided by ``p``."""
+    sq = (Z * Z).sum(1)
+    return np.maximum(sq[:, None] + sq[None, :] - 2.0 * Z @ Z.T, 0.0) / Z.shape[1]
+
+
+def rbf_kernels(Z: np.ndarray, gammas=DEFAULT_GAMMAS) -> list[np.ndarray]:
+    D = sq_distances(Z)
+    return [np.exp(-g * D) for g in gammas]
+
+
+def linear_kernel(Z: np.ndarray) -> list[np.ndarray]:
+    return [Z @ Z.T]
 
 
 @dataclass
 class KernelRidgeFit:
-    """``predict(X) = exp(-gamma D(Z(X), Z_train)) @ dual + intercept``, Z standardised with
-    the training rows' ``mean`` / ``scale``; ``cv_mse`` is (len(gammas), len(alphas))."""
+    """``predict(ids) = kernels[kernel][ids, rows] @ dual + intercept``; ``cv_mse`` is
+    (len(kernels), len(alphas)); ``oof`` the out-of-fold predictions of the chosen pair."""
 
-    gamma: float
+    kernel: int
     alpha: float
-    train: np.ndarray  # (n, p) standardised training features
-    dual: np.ndarray  # (n,)
+    rows: np.ndarray
+    dual: np.ndarray
     intercept: float
-    mean: np.ndarray
-    scale: np.ndarray
     cv_mse: np.ndarray
+    oof: np.ndarray
+    K: np.ndarray  # (N, N) the chosen kernel (a reference, not a copy)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        Z = (np.asarray(X, np.float64) - self.mean) / self.scale
-        return np.exp(-self.gamma * _sq_dist(Z, self.train)) @ self.dual + self.intercept
-
-
-def _solve_all(evals, evecs, y_centred, alphas) -> np.ndarray:
-    """Dual coefficients ``(K + a I)^-1 y`` for every alpha -> (A, n), from K = V diag(evals) V'."""
-    proj = evecs.T @ y_centred  # (n,)
-    return (proj[None, :] / (np.maximum(evals, 0.0)[None, :] + np.asarray(alphas)[:, None])) @ evecs.T
+    def predict(self, ids: np.ndarray) -> np.ndarray:
+        return self.K[np.ix_(np.asarray(ids, np.int64), self.rows)] @ self.dual + self.intercept
 
 
-def kernel_ridge_cv(X: np.ndarray, y: np.ndarray, gammas=DEFAULT_GAMMAS, alphas=DEFAULT_ALPHAS, folds: int = 5,
-                    seed: int = 0) -> KernelRidgeFit:
-    """Fit on ``X (n,p)``, ``y (n,)`` with ``(gamma, alpha)`` by ``folds``-fold CV MSE (first of ties);
-    refit on all rows."""
-    X = np.asarray(X, np.float64)
+def kernel_ridge_cv(kernels: Sequence[np.ndarray], y: np.ndarray, rows: np.ndarray, alphas=DEFAULT_ALPHAS,
+                    folds: int = 5, seed: int = 0) -> KernelRidgeFit:
+    """Fit on ``rows`` of ``y (N,)`` with ``(kernel, alpha)`` by ``folds``-fold CV MSE (the first of
+    ties); refit on all ``rows``. ``kernels``: (N,N) symmetric PSD matrices over the same items."""
+    rows = np.asarray(rows, np.int64)
     y = np.asarray(y, np.float64)
-    if X.ndim != 2 or len(X) != len(y):
-        raise ValueError(f"X must be (n,p) with n = len(y); got {X.shape} and {y.shape}")
-    mean, scale = X.mean(0), X.std(0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    Z = (X - mean) / scale
-    # folds see the all-rows standardisation: a per-fold one would cost a distance matrix per fold
-    # and per gamma, and it shifts the features by far less than their spread at these sizes
-    D = _sq_dist(Z, Z)
-    fid = fold_ids(len(y), folds, seed)
-    sse = np.zeros((len(gammas), len(alphas)))
-    for gi, g in enumerate(gammas):
-        K = np.exp(-g * D)
+    alphas = np.asarray(alphas, np.float64)
+    if not kernels or any(K.shape != (len(y), len(y)) for K in kernels):
+        raise ValueError(f"kernels must be a non-empty list of ({len(y)},{len(y)}) matrices")
+    fid = fold_ids(len(rows), folds, seed)
+    oof = np.zeros((len(kernels), len(alphas), len(rows)))
+    for ki, K in enumerate(kernels):
         for f in range(folds):
-            tr, va = np.flatnonzero(fid != f), np.flatnonzero(fid == f)
+            tr, va = rows[fid != f], rows[fid == f]
             ym = y[tr].mean()
             evals, evecs = np.linalg.eigh(K[np.ix_(tr, tr)])
-            duals = _solve_all(evals, evecs, y[tr] - ym, alphas)  # (A, n_tr)
-            pred = duals @ K[np.ix_(tr, va)] + ym  # (A, n_va)
-            sse[gi] += ((pred - y[va][None, :]) ** 2).sum(1)
-    gi, ai = np.unravel_index(int(np.argmin(sse)), sse.shape)
-    g, a = float(gammas[gi]), float(alphas[ai])
-    ym = float(y.mean())
-    dual = np.linalg.solve(np.exp(-g * D) + a * np.eye(len(y)), y - ym)
-    return KernelRidgeFit(gamma=g, alpha=a, train=Z, dual=dual, intercept=ym, mean=mean, scale=scale,
-                          cv_mse=sse / len(y))
+            proj = evecs.T @ (y[tr] - ym)
+            duals = (proj[None, :] / (np.maximum(evals, 0.0)[None, :] + alphas[:, None])) @ evecs.T  # (A, n_tr)
+            oof[ki][:, fid == f] = duals @ K[np.ix_(tr, va)] + ym
+    cv_mse = ((oof - y[rows]) ** 2).mean(-1)
+    ki, ai = np.unravel_index(int(np.argmin(cv_mse)), cv_mse.shape)
+    K, a, ym = kernels[ki], float(alphas[ai]), float(y[rows].mean())
+    dual = np.linalg.solve(K[np.ix_(rows, rows)] + a * np.eye(len(rows)), y[rows] - ym)
+    return KernelRidgeFit(kernel=int(ki), alpha=a, rows=rows, dual=dual, intercept=ym, cv_mse=cv_mse,
+                          oof=oof[ki, ai], K=K)
+
+
+def rbf_ridge_cv(X: np.ndarray, y: np.ndarray, rows: np.ndarray, gammas=DEFAULT_GAMMAS, alphas=DEFAULT_ALPHAS,
+                 folds: int = 5, seed: int = 0) -> tuple[KernelRidgeFit, float]:
+    """RBF kernel ridge on features ``X (N,p)`` standardised on ``rows`` -> (fit, chosen width)."""
+    fit = kernel_ridge_cv(rbf_kernels(standardise(X, rows), gammas), y, rows, alphas, folds, seed)
+    return fit, float(gammas[fit.kernel])
+
+
+__all__ = ["DEFAULT_ALPHAS", "DEFAULT_GAMMAS", "RIDGE_ALPHAS", "KernelRidgeFit", "kernel_ridge_cv", "linear_kernel",
+           "rbf_kernels", "rbf_ridge_cv", "sq_distances", "standardise"]

@@ -1,7 +1,7 @@
 """Nested selection of a recipe: candidates compared by cross-validation inside the training rows.
 
 The outer test part of a split is never read: each candidate learner (``fit(rows) ->
-predict``, :mod:`diffiqa.training.stacking`) predicts every training row from a fit on the
+model``, :mod:`diffiqa.training.stacking`) predicts every training row from a fit on the
 other inner folds (its own hyperparameter CV nested inside that), the candidates are ranked
 by the SRCC of those out-of-fold predictions over all training rows (the benchmark's metric;
 pooled, not averaged per fold, so small folds do not add rank noise), and the winner is refit
@@ -16,14 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from diffiqa.training.stacking import Learner, Predict, out_of_fold
+from diffiqa.training.stacking import Learner, Model, out_of_fold
 
 
 @dataclass
 class Selection:
     name: str
     scores: dict[str, float]  # inner out-of-fold SRCC of every candidate
-    predict: Predict  # the winner refit on all training rows
+    model: Model  # the winner refit on all training rows
+
+    def predict(self, ids: np.ndarray) -> np.ndarray:
+        return self.model.predict(ids)
 
 
 def nested_select(candidates: Mapping[str, Learner], y: np.ndarray, rows: np.ndarray, folds: int = 5,
@@ -36,4 +39,4 @@ def nested_select(candidates: Mapping[str, Learner], y: np.ndarray, rows: np.nda
     target = np.asarray(y, np.float64)[rows]
     scores = {n: float(stats.spearmanr(P[:, j], target)[0]) for j, n in enumerate(candidates)}
     name = max(scores, key=lambda n: (scores[n], -list(candidates).index(n)))
-    return Selection(name=name, scores=scores, predict=candidates[name](rows))
+    return Selection(name=name, scores=scores, model=candidates[name](rows))
