@@ -20,6 +20,12 @@ Rows (``RECIPE_ROWS``):
   (out-of-fold SRCC) among KRR on the concatenated backbones (full scale; and with two views,
   both views concatenated: the strongest frozen baselines' recipe) and the stack of all base
   learners; the winner is refit on train + val.
+
+Fixed before the 10-split evaluation ran (commit of this text): the headline row is
+``lite012ms_recipe`` (all inputs: both views), compared with the strongest frozen baseline that
+reads no more than it; ``lite012_recipe`` and the stack rows are reported beside it, not
+chosen between on test. The width grid of the stack's learners and the own-CV weights were
+set on split 0's train + val only (no test row read during development).
 """
 
 from __future__ import annotations
