@@ -79,14 +79,18 @@ BASELINE_MODE = {"lite012_ridge_avg": "average", "lite012_ridge_auto": "auto"}  
 MODE_WHAT = {"concat": "ridge", "average": "mean of one ridge per backbone",
              "auto": "ridge or mean of one ridge per backbone, the lower 5-fold CV error"}
 KRR_ROWS = {**{n: ("lite0", "lite1", "lite2") for n in ("lite012_krr", "lite012_krr_guided", "lite012_krr_restored",
-                                                         "lite012_krr_noisy", "lite012ms_krr")},
+                                                         "lite012_krr_noisy", "lite012ms_krr", "lite012_krr_dnoisy_s0",
+                                                         "lite012_krr_dnoisy_s1")},
             "lite0_krr": ("lite0",), "lite1_krr": ("lite1",), "lite2_krr": ("lite2",)}
 MS_ROWS = {"lite012ms_krr"}  # full scale + the half-scale view (--tiles-half), concatenated
 # Rows whose pooled features also hold the guidance differences d - k of the skip path
 # (``DualBranchScorer.pooled_features``): they need restore-cache tiles (tile_features.py --cache).
 GUIDED_KINDS = {"lite012_krr_guided": ("distorted", "restored", "noisy_1", "noisy_2"),
                 "lite012_krr_restored": ("distorted", "restored"), "lite012_krr_noisy": ("distorted", "noisy_1", "noisy_2"),
-                "lite012_ridge_guided": ("distorted", "restored", "noisy_1", "noisy_2")}
+                "lite012_ridge_guided": ("distorted", "restored", "noisy_1", "noisy_2"),
+                # the noise-only control of lite012_krr_noisy: d noised like noisy_1/2 (tile_features.py dnoisy_*)
+                "lite012_krr_dnoisy_s0": ("distorted", "dnoisy_1_s0", "dnoisy_2_s0"),
+                "lite012_krr_dnoisy_s1": ("distorted", "dnoisy_1_s1", "dnoisy_2_s1")}
 KRR_WHAT = ("frozen {names}: the pooled features of the ridge rows, standardised; RBF kernel ridge, width (x 1/p) "
             "and alpha by 5-fold CV on train+val")
 CLASSICAL_ROWS = {"brisque_krr": "BRISQUE-style 36 NSS features (whole image); RBF kernel ridge, alpha and width "
@@ -386,6 +390,9 @@ def tables(results: dict, header: list[str], splits) -> str:
         for a, b in pairs:
             c = paired(results[a], results[b], splits)
             lines.append(f"| {a} − {b} | {c.row() if c else 'fewer than 2 common splits | | '} |")
+    commands = sorted({r["header"][0] for r in results.values() if r.get("header")})
+    if len(commands) > 1 or (commands and commands[0] != header[0]):
+        lines += ["", "The rows' own commands:", ""] + [f"- `{c.removeprefix('command: ')}`" for c in commands]
     lines += ["", "Test SRCC per split:", "", "| row | " + " | ".join(str(s["split"]) for s in next(iter(results.values()))["per_split"]) + " |",
               "|---|" + "---|" * len(next(iter(results.values()))["per_split"])]
     for name, r in results.items():
@@ -405,6 +412,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only-splits", default="", help="comma-separated split ids of the first --splits to run (default all)")
     ap.add_argument("--scorer", default="", help="JSON overrides of the cpu scorer preset for the model rows")
     ap.add_argument("--train", default="", help="JSON overrides of TrainParams for the model rows")
+    ap.add_argument("--merge", default="", help="comma-separated results.json files whose rows join this run's "
+                    "(--rows '' rewrites the tables only)")
     ap.add_argument("--label", default="", help="stored as <row>_<label> (variants of one row side by side)")
     ap.add_argument("--cache-sha", default="none", help="sha256 of the restorer behind the restored/noisy tiles")
     args = ap.parse_args(argv)
@@ -421,7 +430,11 @@ def main(argv=None) -> int:
         f"({torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})",
         f"data: {args.prepared} ({len(index)} images, {len(tiles)} tiles), splits 0-{len(splits) - 1}",
     ]
-    for name in args.rows.split(","):
+    for other in filter(None, args.merge.split(",")):  # rows of runs written elsewhere (e.g. in parallel)
+        results.update(json.loads(Path(other).read_text())["results"])
+    if args.merge:
+        write_json_atomic(results_path, {"results": results})
+    for name in filter(None, args.rows.split(",")):
         t0 = time.time()
         if name in BASELINE_ROWS:
             r = run_baseline(name, args, index, splits, tiles)
