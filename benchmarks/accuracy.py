@@ -21,7 +21,7 @@ restore cache with the same tiles (``tile_features.py --cache``).
     python benchmarks/accuracy.py --prepared P --tiles T --splits 10 --rows full,distorted_only,lite02_ridge \\
         --out benchmarks/results/accuracy [--epochs 20] [--cache-sha SHA]
 
-Rows: see ``MODEL_ROWS`` and ``BASELINE_ROWS``. Results merge into ``<out>/results.json``
+Rows: see ``MODEL_ROWS``, ``BASELINE_ROWS``, ``KRR_ROWS`` and ``recipes.RECIPE_ROWS`` (stacking, the nested recipe). Results merge into ``<out>/results.json``
 (rows of earlier runs kept) and ``<out>/tables.md`` is rewritten from all rows.
 """
 
@@ -47,11 +47,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import recipes  # noqa: E402
+
 from diffiqa import metrics  # noqa: E402
 from diffiqa.comparison import PairedComparison, paired_comparison, split_sizes  # noqa: E402
 from diffiqa.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
 from diffiqa.scorer import DualBranchScorer, scorer_preset  # noqa: E402
 from diffiqa.training.features import FeatureStore, lazy_zeros, remember_store  # noqa: E402
+from diffiqa.training.kernel_ridge import rbf_ridge_cv  # noqa: E402
 from diffiqa.training.ridge import ridge_blocks  # noqa: E402
 from diffiqa.training.trainer import TrainParams, train_split  # noqa: E402
 
@@ -75,13 +78,19 @@ BASELINE_ROWS = {
 BASELINE_MODE = {"lite012_ridge_avg": "average", "lite012_ridge_auto": "auto"}  # else concat
 MODE_WHAT = {"concat": "ridge", "average": "mean of one ridge per backbone",
              "auto": "ridge or mean of one ridge per backbone, the lower 5-fold CV error"}
-KRR_ROWS = {n: ("lite0", "lite1", "lite2") for n in ("lite012_krr", "lite012_krr_guided", "lite012_krr_restored",
-                                                      "lite012_krr_noisy")}
+KRR_ROWS = {**{n: ("lite0", "lite1", "lite2") for n in ("lite012_krr", "lite012_krr_guided", "lite012_krr_restored",
+                                                         "lite012_krr_noisy", "lite012ms_krr", "lite012_krr_dnoisy_s0",
+                                                         "lite012_krr_dnoisy_s1")},
+            "lite0_krr": ("lite0",), "lite1_krr": ("lite1",), "lite2_krr": ("lite2",)}
+MS_ROWS = {"lite012ms_krr"}  # full scale + the half-scale view (--tiles-half), concatenated
 # Rows whose pooled features also hold the guidance differences d - k of the skip path
 # (``DualBranchScorer.pooled_features``): they need restore-cache tiles (tile_features.py --cache).
 GUIDED_KINDS = {"lite012_krr_guided": ("distorted", "restored", "noisy_1", "noisy_2"),
                 "lite012_krr_restored": ("distorted", "restored"), "lite012_krr_noisy": ("distorted", "noisy_1", "noisy_2"),
-                "lite012_ridge_guided": ("distorted", "restored", "noisy_1", "noisy_2")}
+                "lite012_ridge_guided": ("distorted", "restored", "noisy_1", "noisy_2"),
+                # the noise-only control of lite012_krr_noisy: d noised like noisy_1/2 (tile_features.py dnoisy_*)
+                "lite012_krr_dnoisy_s0": ("distorted", "dnoisy_1_s0", "dnoisy_2_s0"),
+                "lite012_krr_dnoisy_s1": ("distorted", "dnoisy_1_s1", "dnoisy_2_s1")}
 KRR_WHAT = ("frozen {names}: the pooled features of the ridge rows, standardised; RBF kernel ridge, width (x 1/p) "
             "and alpha by 5-fold CV on train+val")
 CLASSICAL_ROWS = {"brisque_krr": "BRISQUE-style 36 NSS features (whole image); RBF kernel ridge, alpha and width "
@@ -148,17 +157,32 @@ def filled_store(model: DualBranchScorer, cache: TileCache, tiles_dir: Path) -> 
 
 def pooled(tiles_dir: Path, tiles: pd.DataFrame, n_images: int, backbones, kind="distorted") -> np.ndarray:
     """Image x features: per tile, mean and std over the grid of every stored channel; mean over tiles."""
-    parts = []
-    for bb in backbones:
-        arr, _ = load_tile_features(tiles_dir, kind, bb)
-        f = np.asarray(arr, dtype=np.float32).reshape(arr.shape[0], arr.shape[1], -1)
-        f = np.sign(f) * np.log1p(np.abs(f))  # as the backbone's cell statistics (signed log)
-        parts.append(np.concatenate([f.mean(2), f.std(2)], axis=1))
-    per_tile = np.concatenate(parts, axis=1).astype(np.float64)
+    per_tile = np.concatenate([pooled_tiles(tiles_dir, kind, bb) for bb in backbones], axis=1)
     out = np.zeros((n_images, per_tile.shape[1]))
     counts = np.bincount(tiles["row"], minlength=n_images).astype(np.float64)
     np.add.at(out, tiles["row"].to_numpy(), per_tile)
     return out / counts[:, None]
+
+
+def pooled_tiles(tiles_dir: Path, kind: str, backbone: str, block: int = 64) -> np.ndarray:
+    """(N_tiles, 2 sum(C)) signed-log cell statistics pooled over the grid (mean, std), memoised
+    next to the features as ``pooled_<kind>_<backbone>.npy`` (computed in blocks of tiles: a
+    whole array in float32 is gigabytes)."""
+    memo = tiles_dir / f"pooled_{kind}_{backbone}.npy"
+    src = tiles_dir / f"{kind}_{backbone}.npy"
+    if memo.exists() and memo.stat().st_mtime >= src.stat().st_mtime:
+        return np.load(memo)
+    arr, _ = load_tile_features(tiles_dir, kind, backbone)
+    out = []
+    for b in range(0, len(arr), block):
+        f = np.asarray(arr[b : b + block], dtype=np.float32).reshape(min(block, len(arr) - b), arr.shape[1], -1)
+        f = np.sign(f) * np.log1p(np.abs(f))  # as the backbone's cell statistics (signed log)
+        out.append(np.concatenate([f.mean(2), f.std(2)], axis=1).astype(np.float64))
+    out = np.concatenate(out)
+    tmp = memo.with_name(f"{memo.stem}.{os.getpid()}.tmp.npy")  # the feature folder may be shared
+    np.save(tmp, out)
+    os.replace(tmp, memo)
+    return out
 
 
 def pooled_guided(tiles_dir: Path, tiles: pd.DataFrame, n_images: int, backbones, kinds) -> np.ndarray:
@@ -170,7 +194,24 @@ def pooled_guided(tiles_dir: Path, tiles: pd.DataFrame, n_images: int, backbones
 
 def row_features(name, args, tiles, n_images, names) -> np.ndarray:
     kinds = GUIDED_KINDS.get(name, ("distorted",))
-    return pooled_guided(args.tiles, tiles, n_images, [LITE[n] for n in names], kinds)
+    X = pooled_guided(args.tiles, tiles, n_images, [LITE[n] for n in names], kinds)
+    if name in MS_ROWS:
+        X = np.concatenate([X, pooled(half_tiles(args), tiles, n_images, [LITE[n] for n in names])], 1)
+    return X
+
+
+def half_tiles(args) -> Path:
+    if args.tiles_half is None:
+        raise SystemExit("this row needs the half-scale view: --tiles-half (tile_features.py --scale 0.5)")
+    return args.tiles_half
+
+
+def row_inputs(name) -> set[str]:
+    """What a frozen-feature row reads: {view:kind}; a model is compared with baselines that read a subset."""
+    if name in recipes.RECIPE_ROWS:
+        return {f"{v}:distorted" for v in recipes.RECIPE_ROWS[name][1]}
+    kinds = GUIDED_KINDS.get(name, ("distorted",))
+    return {f"full:{k}" for k in kinds} | ({"half:distorted"} if name in MS_ROWS else set())
 
 
 def chosen(splits, args):
@@ -205,30 +246,11 @@ def run_baseline(name, args, index, splits, tiles) -> dict:
     return {"per_split": per_split, "what": what, "n_features": int(X.shape[1])}
 
 
-def krr_fit_predict(X, q, fit_rows, test, gammas=tuple(2.0 ** np.arange(-6, 2)),
-                    alphas=tuple(np.logspace(-8, 1, 19)), folds=5):
-    """RBF kernel ridge on features standardised on ``fit_rows``: k(x, z) = exp(-g |x - z|² / p),
-    (g, alpha) by k-fold CV on ``fit_rows`` -> (test predictions, g, alpha)."""
-    from diffiqa.training.ridge import fold_ids
-
-    mu, sd = X[fit_rows].mean(0), X[fit_rows].std(0)
-    Z = (X - mu) / np.where(sd > 1e-12, sd, 1.0)
-    sq = (Z ** 2).sum(1)
-    D = np.maximum(sq[:, None] + sq[None, :] - 2 * Z @ Z.T, 0) / X.shape[1]
-    fid, best = fold_ids(len(fit_rows), folds, 0), None
-    for g in gammas:
-        K = np.exp(-g * D)
-        for a in alphas:
-            err = 0.0
-            for f in range(folds):
-                tr, va = fit_rows[fid != f], fit_rows[fid == f]
-                c = np.linalg.solve(K[np.ix_(tr, tr)] + a * np.eye(len(tr)), q[tr] - q[tr].mean())
-                err += float(((K[np.ix_(va, tr)] @ c + q[tr].mean() - q[va]) ** 2).sum())
-            if best is None or err < best[0]:
-                best = (err, g, a)
-    K = np.exp(-best[1] * D)
-    c = np.linalg.solve(K[np.ix_(fit_rows, fit_rows)] + best[2] * np.eye(len(fit_rows)), q[fit_rows] - q[fit_rows].mean())
-    return K[np.ix_(test, fit_rows)] @ c + q[fit_rows].mean(), best[1], best[2]
+def krr_fit_predict(X, q, fit_rows, test):
+    """RBF kernel ridge on features standardised on ``fit_rows`` (``diffiqa.training.kernel_ridge``:
+    width and alpha by 5-fold CV on ``fit_rows``) -> (test predictions, width, alpha)."""
+    fit, g = rbf_ridge_cv(X, q, fit_rows)
+    return fit.predict(test), g, fit.alpha
 
 
 def run_krr(name, args, index, splits, tiles) -> dict:
@@ -242,10 +264,29 @@ def run_krr(name, args, index, splits, tiles) -> dict:
         pred, g, a = krr_fit_predict(X, q, fit_rows, test)
         per_split.append(split_metrics(k, pred, mos[test], gamma=g, alpha=a))
     what = KRR_WHAT.format(names=" + ".join(n.capitalize() for n in names))
+    if name in MS_ROWS:
+        what += "; full scale and the half-scale view, concatenated"
     if name in GUIDED_KINDS:
         what += "; with the guidance differences " + ", ".join(f"d - {k}" for k in GUIDED_KINDS[name][1:])
     return {"per_split": per_split, "what": what,
             "n_features": int(X.shape[1])}
+
+
+def run_recipe(name, args, index, splits, tiles) -> dict:
+    """Stacking / the nested recipe selection (``benchmarks/recipes.py``) on pooled distorted features."""
+    kind, views = recipes.RECIPE_ROWS[name]
+    dirs = {"full": args.tiles, **({"half": half_tiles(args)} if "half" in views else {})}
+    feats = {(v, bb): pooled(dirs[v], tiles, len(index), [LITE[bb]]) for v in views for bb in recipes.BACKBONES}
+    q, mos = index["quality"].to_numpy(np.float64), index["mos"].to_numpy(np.float64)
+    per_split = []
+    for k, s in chosen(splits, args):
+        t0 = time.time()
+        fit_rows = np.asarray(s["train"] + s["val"], dtype=np.int64)
+        test = np.asarray(s["test"], dtype=np.int64)
+        pred, info = recipes.run_split(kind, views, feats, q, fit_rows, test)
+        per_split.append(split_metrics(k, pred, mos[test], **info, wall_s=round(time.time() - t0, 1)))
+        log.info("%s split %d: test SRCC %.4f %s (%.0f s)", name, k, per_split[-1]["srcc"], info, time.time() - t0)
+    return {"per_split": per_split, "what": recipes.what(name)}
 
 
 def run_classical(name, args, index, splits) -> dict:
@@ -328,18 +369,31 @@ def tables(results: dict, header: list[str], splits) -> str:
     for name, r in results.items():
         s, p = r["srcc"], r["plcc"]
         lines.append(f"| {name} | {r['what']} | {s['mean']:.3f} ± {s['std']:.3f} | {p['mean']:.3f} ± {p['std']:.3f} | {r['wall_s']:.0f} |")
-    baselines = [n for n in results if results[n].get("base", n) in {**BASELINE_ROWS, **KRR_ROWS, **CLASSICAL_ROWS}]
-    models = [n for n in results if results[n].get("base", n) in MODEL_ROWS]
+    base = {n: results[n].get("base", n) for n in results}
+    baselines = [n for n in results if base[n] in {**BASELINE_ROWS, **KRR_ROWS, **CLASSICAL_ROWS}]
+    models = [n for n in results if base[n] in MODEL_ROWS]
+    recipe_rows = [n for n in results if base[n] in recipes.RECIPE_ROWS]
+    pairs = []
     if baselines and models:
         best = max(baselines, key=lambda n: results[n]["srcc"]["mean"])
-        lines += ["", f"Paired per-split SRCC differences (strongest baseline: {best}):", "",
-                  "| comparison | mean ± s.e. | splits won | corrected t-test (Nadeau & Bengio) |", "|---|---|---|---|"]
-        pairs = [(m, best) for m in models]
+        pairs += [(m, best) for m in models]
         if "distorted_only" in results:
             pairs += [(m, "distorted_only") for m in models if m != "distorted_only"]
+    for m in recipe_rows:  # against the strongest baseline that reads no more than the recipe does
+        fair = [b for b in baselines if base[b] not in CLASSICAL_ROWS and row_inputs(base[b]) <= row_inputs(base[m])]
+        if fair:
+            pairs.append((m, max(fair, key=lambda n: results[n]["srcc"]["mean"])))
+    if pairs:
+        ratio = "n_test/n_train = {:.3f}".format(split_sizes(splits)[1] / split_sizes(splits)[0])
+        lines += ["", "Paired per-split SRCC differences against the strongest baseline (for a recipe row: the strongest "
+                  f"that reads no more than it); corrected resampled t-test of Nadeau & Bengio, df = splits - 1, {ratio}:", "",
+                  "| comparison | mean ± s.e. | splits won | corrected t-test (Nadeau & Bengio) |", "|---|---|---|---|"]
         for a, b in pairs:
             c = paired(results[a], results[b], splits)
             lines.append(f"| {a} − {b} | {c.row() if c else 'fewer than 2 common splits | | '} |")
+    commands = sorted({r["header"][0] for r in results.values() if r.get("header")})
+    if len(commands) > 1 or (commands and commands[0] != header[0]):
+        lines += ["", "The rows' own commands:", ""] + [f"- `{c.removeprefix('command: ')}`" for c in commands]
     lines += ["", "Test SRCC per split:", "", "| row | " + " | ".join(str(s["split"]) for s in next(iter(results.values()))["per_split"]) + " |",
               "|---|" + "---|" * len(next(iter(results.values()))["per_split"])]
     for name, r in results.items():
@@ -351,6 +405,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prepared", type=Path, required=True)
     ap.add_argument("--tiles", type=Path, required=True)
+    ap.add_argument("--tiles-half", type=Path, default=None, help="tile features of the half-scale view (rows *ms*)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy")
     ap.add_argument("--splits", type=int, default=10)
     ap.add_argument("--rows", default="lite0_ridge,lite2_ridge,lite02_ridge,distorted_only")
@@ -358,6 +413,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only-splits", default="", help="comma-separated split ids of the first --splits to run (default all)")
     ap.add_argument("--scorer", default="", help="JSON overrides of the cpu scorer preset for the model rows")
     ap.add_argument("--train", default="", help="JSON overrides of TrainParams for the model rows")
+    ap.add_argument("--merge", default="", help="comma-separated results.json files whose rows join this run's "
+                    "(--rows '' rewrites the tables only)")
     ap.add_argument("--label", default="", help="stored as <row>_<label> (variants of one row side by side)")
     ap.add_argument("--cache-sha", default="none", help="sha256 of the restorer behind the restored/noisy tiles")
     args = ap.parse_args(argv)
@@ -374,7 +431,11 @@ def main(argv=None) -> int:
         f"({torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})",
         f"data: {args.prepared} ({len(index)} images, {len(tiles)} tiles), splits 0-{len(splits) - 1}",
     ]
-    for name in args.rows.split(","):
+    for other in filter(None, args.merge.split(",")):  # rows of runs written elsewhere (e.g. in parallel)
+        results.update(json.loads(Path(other).read_text())["results"])
+    if args.merge:
+        write_json_atomic(results_path, {"results": results})
+    for name in filter(None, args.rows.split(",")):
         t0 = time.time()
         if name in BASELINE_ROWS:
             r = run_baseline(name, args, index, splits, tiles)
@@ -382,6 +443,8 @@ def main(argv=None) -> int:
             r = run_krr(name, args, index, splits, tiles)
         elif name in CLASSICAL_ROWS:
             r = run_classical(name, args, index, splits)
+        elif name in recipes.RECIPE_ROWS:
+            r = run_recipe(name, args, index, splits, tiles)
         else:
             r = run_model(name, args, index, splits, tiles)
         r.update(summarize(r["per_split"]), wall_s=time.time() - t0,
