@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -411,6 +412,22 @@ def write_rows(path: Path, key: dict, rows: list[dict]) -> None:
     path.write_text(json.dumps({"key": key, "rows": rows}))
 
 
+def measure_restorer(name: str, path: Path, photos, size: int, crops: int, seed: int, out: Path, recompute: bool = False):
+    """-> (net, cfg, info, per-crop rows) of one checkpoint; the rows are cached in
+    ``<out>/restorer_<name>.json`` under the settings and the checkpoint's sha256."""
+    net, cfg, extra = load_restorer(path)
+    net = net.float().eval()
+    info = {"path": str(path), "sha256": sha256(path), "sampler": vars(cfg.sampler), "steps": extra.get("steps"),
+            "parameters": sum(p.numel() for p in net.parameters())}
+    key = {"photos": [s for s, _ in photos], "size": size, "crops": crops, "sha256": info["sha256"], "seed": seed}
+    rows = None if recompute else cached(out / f"restorer_{name}.json", key)
+    if rows is None:
+        print(f"restorer {name} ({path}, {cfg.sampler}) ...", flush=True)
+        rows = restorer_rows(name, net, cfg, photos, size, crops, seed)
+        write_rows(out / f"restorer_{name}.json", key, rows)
+    return net, cfg, info, rows
+
+
 def parse_restorer(spec: str) -> tuple[str, Path]:
     name, sep, path = spec.partition("=")
     if not sep or not name or name in ("input", "bm3d", "deconv"):
@@ -445,23 +462,19 @@ def main(argv=None) -> int:
     base_key = {**key, "bm3d_levels": args.bm3d_levels, "deconv": args.deconv}
     rows = None if args.recompute else cached(out / "baselines.json", base_key)
     if rows is None:
+        bm3d_levels = parse_bm3d_levels(args.bm3d_levels)
+        if bm3d_levels and importlib.util.find_spec("bm3d") is None:
+            sys.exit("benchmarks/restorer_kodak.py: BM3D needs the bm3d package (pip install -e '.[bench]'; "
+                     "non-commercial licence), or pass --bm3d-levels none")
         print("baselines (input, deconv, bm3d) ...", flush=True)
-        rows = baseline_rows(photos, args.size, args.crops, parse_bm3d_levels(args.bm3d_levels), args.deconv)
+        rows = baseline_rows(photos, args.size, args.crops, bm3d_levels, args.deconv)
         write_rows(out / "baselines.json", base_key, rows)
     restorers, info = {}, {}
     for spec in args.restorer:
         name, path = parse_restorer(spec)
-        net, cfg, extra = load_restorer(path)
-        net = net.float().eval()
+        net, cfg, info[name], rrows = measure_restorer(name, path, photos, args.size, args.crops, args.seed, out,
+                                                       args.recompute)
         restorers[name] = (net, cfg)
-        info[name] = {"path": str(path), "sha256": sha256(path), "sampler": vars(cfg.sampler),
-                      "steps": extra.get("steps"), "parameters": sum(p.numel() for p in net.parameters())}
-        rkey = {**key, "sha256": info[name]["sha256"], "seed": args.seed}
-        rrows = None if args.recompute else cached(out / f"restorer_{name}.json", rkey)
-        if rrows is None:
-            print(f"restorer {name} ({path}, {cfg.sampler}) ...", flush=True)
-            rrows = restorer_rows(name, net, cfg, photos, args.size, args.crops, args.seed)
-            write_rows(out / f"restorer_{name}.json", rkey, rrows)
         rows = rows + rrows
     methods = ["input", *restorers, *[m for m in ("bm3d", "deconv") if any(r["method"] == m for r in rows)]]
     summary = summarise(rows)
