@@ -222,6 +222,20 @@ def run_restorer(net, cfg, crops_u8: np.ndarray, seed: int, batch: int = 8) -> t
     return np.concatenate(outs), cpu / len(crops_u8)
 
 
+def parse_conditions(spec: str) -> list[tuple[str, int]] | None:
+    """"gaussian_blur:1,3;awgn:2" -> those conditions in benchmark order; "" -> None (all)."""
+    if not spec:
+        return None
+    wanted = set()
+    for part in filter(None, spec.split(";")):
+        family, _, levels = part.partition(":")
+        for v in levels.split(","):
+            if (family, int(v)) not in conditions():
+                raise SystemExit(f"--only {spec!r}: no condition {family} level {v} in NAMED_LEVELS")
+            wanted.add((family, int(v)))
+    return [c for c in conditions() if c in wanted]
+
+
 def parse_bm3d_levels(spec: str) -> dict[str, set[int]]:
     """"awgn:2,3;mixture:2" | "all" | "none" -> {family: levels}."""
     if spec == "none":
@@ -264,9 +278,12 @@ def baseline_rows(photos, size: int, crops: int, bm3d_levels: dict, deconv: str,
     return rows
 
 
-def restorer_rows(name: str, net, cfg, photos, size: int, crops: int, seed: int, log=print) -> list[dict]:
-    rows = []
-    for k, ((family, level), items) in enumerate(degraded_crops(photos, size, crops)):
+def restorer_rows(name: str, net, cfg, photos, size: int, crops: int, seed: int, conds=None, log=print) -> list[dict]:
+    """Per-crop rows of one restorer on ``conds`` (default: every condition). Condition k's
+    noise is seeded by (seed, k), k its index in ``conditions()``, whatever ``conds`` holds."""
+    rows, index = [], {c: k for k, c in enumerate(conditions())}
+    for (family, level), items in degraded_crops(photos, size, crops, conds):
+        k = index[(family, level)]
         outs, cpu = run_restorer(net, cfg, np.stack([it["degraded"] for it in items]), seed * 1000 + k)
         rows += [row(name, family, level, it, o, cpu) for it, o in zip(items, outs)]
         log(f"  {name} {family} {level}: {np.mean([r['psnr'] - r['psnr_input'] for r in rows[-len(items):]]):+.2f} dB")
@@ -412,18 +429,22 @@ def write_rows(path: Path, key: dict, rows: list[dict]) -> None:
     path.write_text(json.dumps({"key": key, "rows": rows}))
 
 
-def measure_restorer(name: str, path: Path, photos, size: int, crops: int, seed: int, out: Path, recompute: bool = False):
-    """-> (net, cfg, info, per-crop rows) of one checkpoint; the rows are cached in
-    ``<out>/restorer_<name>.json`` under the settings and the checkpoint's sha256."""
+def measure_restorer(name: str, path: Path, photos, size: int, crops: int, seed: int, out: Path, recompute: bool = False,
+                     conds=None):
+    """-> (net, cfg, info, per-crop rows) of one checkpoint on ``conds`` (default: every
+    condition); the rows are cached in ``<out>/restorer_<name>.json`` under the settings and the
+    checkpoint's sha256."""
     net, cfg, extra = load_restorer(path)
     net = net.float().eval()
     info = {"path": str(path), "sha256": sha256(path), "sampler": vars(cfg.sampler), "steps": extra.get("steps"),
             "parameters": sum(p.numel() for p in net.parameters())}
     key = {"photos": [s for s, _ in photos], "size": size, "crops": crops, "sha256": info["sha256"], "seed": seed}
+    if conds is not None:
+        key["conditions"] = [list(c) for c in conds]
     rows = None if recompute else cached(out / f"restorer_{name}.json", key)
     if rows is None:
         print(f"restorer {name} ({path}, {cfg.sampler}) ...", flush=True)
-        rows = restorer_rows(name, net, cfg, photos, size, crops, seed)
+        rows = restorer_rows(name, net, cfg, photos, size, crops, seed, conds)
         write_rows(out / f"restorer_{name}.json", key, rows)
     return net, cfg, info, rows
 
@@ -446,6 +467,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bm3d-levels", default=BM3D_DEFAULT_LEVELS, help='"family:l1,l2;..." | all | none')
     ap.add_argument("--deconv", choices=("rl", "wiener"), default="rl")
     ap.add_argument("--compare-deconv", action="store_true", help="only compare rl and wiener on 3 photos")
+    ap.add_argument("--only", default="", help='restorers on these conditions only, "family:l1,l2;..." (a quick '
+                    "progress check; default every one)")
     ap.add_argument("--recompute", action="store_true", help="ignore the cached rows")
     ap.add_argument("--sheet-photos", default="kodim05,kodim23")
     ap.add_argument("--cell", type=int, default=176, help="side of a picture cell (px, 1:1 crops)")
@@ -473,7 +496,7 @@ def main(argv=None) -> int:
     for spec in args.restorer:
         name, path = parse_restorer(spec)
         net, cfg, info[name], rrows = measure_restorer(name, path, photos, args.size, args.crops, args.seed, out,
-                                                       args.recompute)
+                                                       args.recompute, parse_conditions(args.only))
         restorers[name] = (net, cfg)
         rows = rows + rrows
     methods = ["input", *restorers, *[m for m in ("bm3d", "deconv") if any(r["method"] == m for r in rows)]]

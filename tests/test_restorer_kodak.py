@@ -120,3 +120,11 @@ def test_benchmark_end_to_end_with_cached_baselines(tmp_path, fixture_photos, ca
     again = {(s["method"], s["family"], s["level"]): s for s in json.loads((out / "results.json").read_text())["summary"]}
     assert again[("other", "jpeg", 4)]["gain"] == pytest.approx(summary[("tiny", "jpeg", 4)]["gain"])  # same weights
     assert again[("tiny", "awgn", 1)] == summary[("tiny", "awgn", 1)]
+
+    # --only: a quick progress check measures a restorer on the named conditions alone.
+    assert rk.main(args + ["--restorer", f"quick={ckpt2}", "--only", "awgn:2;identity:1", "--sheet-photos", ""]) == 0
+    quick = {(s["family"], s["level"]) for s in json.loads((out / "results.json").read_text())["summary"]
+             if s["method"] == "quick"}
+    assert quick == {("awgn", 2), ("identity", 1)}
+    with pytest.raises(SystemExit, match="no condition"):
+        rk.main(args + ["--only", "awgn:9"])
