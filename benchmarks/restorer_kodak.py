@@ -258,10 +258,14 @@ def row(method: str, family: str, level: int, item: dict, out_u8: np.ndarray, cp
             **m, "psnr_input": i["psnr"], "ssim_input": i["ssim"], "mse_input": i["mse"], "cpu_s": cpu_s, **extra}
 
 
-def baseline_rows(photos, size: int, crops: int, bm3d_levels: dict, deconv: str, log=print) -> list[dict]:
-    """Per-crop rows of ``input``, ``bm3d`` (its levels) and ``deconv`` (every blur level)."""
-    rows = []
-    for (family, level), items in degraded_crops(photos, size, crops):
+def baseline_rows(photos, size: int, crops: int, bm3d_levels: dict, deconv: str, partial: Path | None = None,
+                  key: dict | None = None, log=print) -> list[dict]:
+    """Per-crop rows of ``input``, ``bm3d`` (its levels) and ``deconv`` (every blur level).
+    ``partial``: rows so far are written there after each condition (under ``key``), and a
+    rerun with the same key resumes after the last finished condition (BM3D is slow)."""
+    rows = (cached(partial, key) or []) if partial else []
+    done = {(r["family"], r["level"]) for r in rows}
+    for (family, level), items in degraded_crops(photos, size, crops, [c for c in conditions() if c not in done]):
         t_family = time.perf_counter()
         for item in items:
             rows.append(row("input", family, level, item, item["degraded"], 0.0))
@@ -275,6 +279,8 @@ def baseline_rows(photos, size: int, crops: int, bm3d_levels: dict, deconv: str,
                 out, sigma = bm3d_denoise(item["degraded"], family, level)
                 rows.append(row("bm3d", family, level, item, out, time.process_time() - t0, sigma=sigma))
         log(f"  baselines {family} {level}: {len(items)} crops, {time.perf_counter() - t_family:.0f} s")
+        if partial:
+            write_rows(partial, key, rows)
     return rows
 
 
@@ -490,8 +496,10 @@ def main(argv=None) -> int:
             sys.exit("benchmarks/restorer_kodak.py: BM3D needs the bm3d package (pip install -e '.[bench]'; "
                      "non-commercial licence), or pass --bm3d-levels none")
         print("baselines (input, deconv, bm3d) ...", flush=True)
-        rows = baseline_rows(photos, args.size, args.crops, bm3d_levels, args.deconv)
+        rows = baseline_rows(photos, args.size, args.crops, bm3d_levels, args.deconv, out / "baselines.partial.json",
+                             base_key)
         write_rows(out / "baselines.json", base_key, rows)
+        (out / "baselines.partial.json").unlink()
     restorers, info = {}, {}
     for spec in args.restorer:
         name, path = parse_restorer(spec)

@@ -128,3 +128,18 @@ def test_benchmark_end_to_end_with_cached_baselines(tmp_path, fixture_photos, ca
     assert quick == {("awgn", 2), ("identity", 1)}
     with pytest.raises(SystemExit, match="no condition"):
         rk.main(args + ["--only", "awgn:9"])
+
+
+def test_baselines_resume_after_the_last_finished_condition(tmp_path, fixture_photos, monkeypatch):
+    photos = rk.load_photos(fixture_photos)
+    partial, key = tmp_path / "partial.json", {"k": 1}
+    first = rk.baseline_rows(photos, 32, 1, {}, "rl", partial, key, log=lambda *_: None)
+    # Keep the first 4 conditions, as if killed during the 5th: a rerun computes the rest only.
+    head = [r for r in first if (r["family"], r["level"]) in rk.conditions()[:4]]
+    rk.write_rows(partial, key, head)
+    computed = []
+    monkeypatch.setattr(rk, "row", lambda method, family, level, *a, **k: computed.append((family, level))
+                        or {"method": method, "family": family, "level": level})
+    again = rk.baseline_rows(photos, 32, 1, {}, "rl", partial, key, log=lambda *_: None)
+    assert set(computed) == set(rk.conditions()[4:])
+    assert again[: len(head)] == head and len(again) == len(first)
