@@ -259,13 +259,15 @@ def row(method: str, family: str, level: int, item: dict, out_u8: np.ndarray, cp
 
 
 def baseline_rows(photos, size: int, crops: int, bm3d_levels: dict, deconv: str, partial: Path | None = None,
-                  key: dict | None = None, log=print) -> list[dict]:
+                  key: dict | None = None, conds=None, log=print) -> list[dict]:
     """Per-crop rows of ``input``, ``bm3d`` (its levels) and ``deconv`` (every blur level).
     ``partial``: rows so far are written there after each condition (under ``key``), and a
-    rerun with the same key resumes after the last finished condition (BM3D is slow)."""
+    rerun with the same key resumes after the last finished condition (BM3D is slow). ``conds``:
+    these conditions only (default every one; parallel processes can split BM3D's)."""
     rows = (cached(partial, key) or []) if partial else []
     done = {(r["family"], r["level"]) for r in rows}
-    for (family, level), items in degraded_crops(photos, size, crops, [c for c in conditions() if c not in done]):
+    todo = [c for c in (conds or conditions()) if c not in done]
+    for (family, level), items in degraded_crops(photos, size, crops, todo):
         t_family = time.perf_counter()
         for item in items:
             rows.append(row("input", family, level, item, item["degraded"], 0.0))
@@ -436,22 +438,39 @@ def write_rows(path: Path, key: dict, rows: list[dict]) -> None:
 
 
 def measure_restorer(name: str, path: Path, photos, size: int, crops: int, seed: int, out: Path, recompute: bool = False,
-                     conds=None):
+                     conds=None, cached_only: bool = False):
     """-> (net, cfg, info, per-crop rows) of one checkpoint on ``conds`` (default: every
-    condition); the rows are cached in ``<out>/restorer_<name>.json`` under the settings and the
-    checkpoint's sha256."""
+    condition). The rows are cached under the settings and the checkpoint's sha256 in
+    ``<out>/restorer_<name>.json`` (every condition) or ``restorer_<name>.<tag>.json`` (a subset,
+    ``--only``; parallel processes can each measure one). ``cached_only``: run nothing, take the
+    union of the cached files' rows (the table then shows "—" for conditions none of them holds)."""
     net, cfg, extra = load_restorer(path)
     net = net.float().eval()
     info = {"path": str(path), "sha256": sha256(path), "sampler": vars(cfg.sampler), "steps": extra.get("steps"),
             "parameters": sum(p.numel() for p in net.parameters())}
     key = {"photos": [s for s, _ in photos], "size": size, "crops": crops, "sha256": info["sha256"], "seed": seed}
+    if cached_only:
+        rows, seen = [], set()
+        for f in sorted(out.glob(f"restorer_{name}.json")) + sorted(out.glob(f"restorer_{name}.*.json")):
+            data = json.loads(f.read_text())
+            if {k: v for k, v in data["key"].items() if k != "conditions"} != key:
+                continue
+            fresh = [r for r in data["rows"] if (r["family"], r["level"]) not in seen]
+            seen |= {(r["family"], r["level"]) for r in fresh}
+            rows += fresh
+        if not rows:
+            raise SystemExit(f"--cached-only: no rows of restorer {name!r} ({path}) in {out} for these settings")
+        info["conditions"] = len(seen)
+        return net, cfg, info, rows
+    file = out / f"restorer_{name}.json"
     if conds is not None:
         key["conditions"] = [list(c) for c in conds]
-    rows = None if recompute else cached(out / f"restorer_{name}.json", key)
+        file = out / f"restorer_{name}.{hashlib.sha1(json.dumps(key['conditions']).encode()).hexdigest()[:8]}.json"
+    rows = None if recompute else cached(file, key)
     if rows is None:
         print(f"restorer {name} ({path}, {cfg.sampler}) ...", flush=True)
         rows = restorer_rows(name, net, cfg, photos, size, crops, seed, conds)
-        write_rows(out / f"restorer_{name}.json", key, rows)
+        write_rows(file, key, rows)
     return net, cfg, info, rows
 
 
@@ -475,6 +494,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-deconv", action="store_true", help="only compare rl and wiener on 3 photos")
     ap.add_argument("--only", default="", help='restorers on these conditions only, "family:l1,l2;..." (a quick '
                     "progress check; default every one)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="restorers: run nothing, table the rows cached by earlier (possibly --only) runs")
     ap.add_argument("--recompute", action="store_true", help="ignore the cached rows")
     ap.add_argument("--sheet-photos", default="kodim05,kodim23")
     ap.add_argument("--cell", type=int, default=176, help="side of a picture cell (px, 1:1 crops)")
@@ -504,7 +525,7 @@ def main(argv=None) -> int:
     for spec in args.restorer:
         name, path = parse_restorer(spec)
         net, cfg, info[name], rrows = measure_restorer(name, path, photos, args.size, args.crops, args.seed, out,
-                                                       args.recompute, parse_conditions(args.only))
+                                                       args.recompute, parse_conditions(args.only), args.cached_only)
         restorers[name] = (net, cfg)
         rows = rows + rrows
     methods = ["input", *restorers, *[m for m in ("bm3d", "deconv") if any(r["method"] == m for r in rows)]]

@@ -91,8 +91,9 @@ def tiny_restorer(path: Path) -> Path:
 def test_benchmark_end_to_end_with_cached_baselines(tmp_path, fixture_photos, capsys):
     ckpt = tiny_restorer(tmp_path / "tiny.pt")
     out = tmp_path / "out"
-    args = ["--photos", str(fixture_photos), "--size", "32", "--restorer", f"tiny={ckpt}", "--out", str(out),
-            "--bm3d-levels", "awgn:2" if HAS_BM3D else "none", "--sheet-photos", "p1", "--cell", "24"]
+    common = ["--photos", str(fixture_photos), "--size", "32", "--out", str(out),
+              "--bm3d-levels", "awgn:2" if HAS_BM3D else "none"]
+    args = common + ["--restorer", f"tiny={ckpt}", "--sheet-photos", "p1", "--cell", "24"]
     assert rk.main(args) == 0
     result = json.loads((out / "results.json").read_text())
     summary = {(s["method"], s["family"], s["level"]): s for s in result["summary"]}
@@ -128,6 +129,13 @@ def test_benchmark_end_to_end_with_cached_baselines(tmp_path, fixture_photos, ca
     assert quick == {("awgn", 2), ("identity", 1)}
     with pytest.raises(SystemExit, match="no condition"):
         rk.main(args + ["--only", "awgn:9"])
+    # --cached-only tables what earlier runs measured (here the --only subset) and runs nothing.
+    assert rk.main(common + ["--restorer", f"quick={ckpt2}", "--cached-only", "--sheet-photos", ""]) == 0
+    tabled = {(s["family"], s["level"]) for s in json.loads((out / "results.json").read_text())["summary"]
+              if s["method"] == "quick"}
+    assert tabled == quick
+    with pytest.raises(SystemExit, match="no rows of restorer 'never'"):
+        rk.main(common + ["--restorer", f"never={ckpt2}", "--cached-only"])
 
 
 def test_baselines_resume_after_the_last_finished_condition(tmp_path, fixture_photos, monkeypatch):
