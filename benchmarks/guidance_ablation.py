@@ -100,8 +100,7 @@ def comparisons(results: dict, sources: list[str]) -> list[tuple[str, str]]:
     pairs = [(r, "d") for r in results if r != "d"]
     if "noise_only" in results:
         pairs += [(r, "noise_only") for r in results if r not in ("d", "noise_only")]
-    for s in sources:
-        pairs += [(s, o) for o in sources if o != s]
+    pairs += [(a, b) for i, a in enumerate(sources) for b in sources[i + 1:]]
     return [p for p in dict.fromkeys(pairs) if p[0] in results and p[1] in results]
 
 
