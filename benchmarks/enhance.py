@@ -43,8 +43,8 @@ from diffiqa.data.distortions import distort
 from diffiqa.data.image_io import iter_image_files, load_image
 from diffiqa.diffusion.training import load_restorer
 from diffiqa.enhance.gate import MIN_ROUND_TRIP_DB, longest_chain
-from diffiqa.enhance.images import build_objective_prior
-from diffiqa.enhance.map import EnhanceParams, enhance
+from diffiqa.enhance.files import build_objective_prior
+from diffiqa.enhance.ascent import EnhanceParams, enhance
 from diffiqa.enhance.sheet import comparison_sheet, to_markdown
 from diffiqa.io_utils import write_text_atomic
 
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
 
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ckpt = Path(args.checkpoint or DEFAULT_RESTORER)
-    from diffiqa.enhance.images import find_map_checkpoint
+    from diffiqa.enhance.files import find_map_checkpoint
 
     map_ckpt = find_map_checkpoint(args.map, ckpt)
     scorer = find_checkpoint(args.scorer_checkpoint, search_dir="/nonexistent")
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
 
     restorer = load_restorer(ckpt)[0].to(dev).eval().requires_grad_(False)  # the restoration-gap prior's
     net = restorer if map_ckpt == ckpt else load_restorer(map_ckpt)[0].to(dev).eval().requires_grad_(False)
-    from diffiqa.enhance.invertible import quiet_mix
+    from diffiqa.enhance.latent_map import quiet_mix
 
     mix_arg = None if args.edict_mix == "auto" else float(args.edict_mix)
     if args.t_start == "auto":
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
 
     if args.gate_only:
         from diffiqa.enhance.gate import measure_gate
-        from diffiqa.enhance.invertible import DiffusionMap
+        from diffiqa.enhance.latent_map import DiffusionMap
 
         for label, _kind, y, _clean in cases:
             g = DiffusionMap(net, to_t(y, dev), args.steps, method="edict", t_start=t_start, mix=mix)
@@ -403,7 +403,7 @@ def summarise(df: pd.DataFrame, gates, budgets, names, chain, header, out: Path)
 def srcc_on_clive() -> dict:
     """Each prior's SRCC on CLIVE split-1 test crops, from the calibration table / BRISQUE asset."""
     from diffiqa.enhance.priors.calibration import load_table
-    from diffiqa.enhance.priors.niqe import asset_path
+    from diffiqa.packaged import asset_path
 
     table = load_table()
     # the bounded prior's SRCC: the raw score's, signed by the logistic's slope (b < 0 flips it)

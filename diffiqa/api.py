@@ -30,12 +30,10 @@ from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
 from diffiqa.errors import ConfigError, DiffiqaError, ImageError, ProvenanceError
 from diffiqa.layout import ProjectLayout
+from diffiqa.packaged import DEFAULT_RESTORER, DEFAULT_SCORER
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_SCORER = ASSETS / "default_scorer.pt"
-DEFAULT_RESTORER = ASSETS / "default_restorer.pt"
 METRICS = ("diffiqa",)
 MIN_TILE = 32  # whole-image models: the smallest side a tile may have (one stride-32 cell)
 CROP_KEY = "image"  # one key for every new image: crops depend on the pixels' size only

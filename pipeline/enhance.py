@@ -20,8 +20,8 @@ from pipeline.common import LAYOUT, dataset_root, main_guard, params
 
 def run_enhance(all_params: dict | None = None, progress: bool = True) -> list[dict]:
     from diffiqa.data.index import read_prepared
-    from diffiqa.enhance.images import enhance_images
-    from diffiqa.enhance.map import EnhanceParams
+    from diffiqa.enhance.files import enhance_images
+    from diffiqa.enhance.ascent import EnhanceParams
 
     group = dict((all_params or params()).get("enhance") or {})
     ds, images, split = group.pop("dataset"), group.pop("images"), group.pop("scorer_split", 0)
