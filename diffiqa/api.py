@@ -34,7 +34,6 @@ from diffiqa.packaged import DEFAULT_RESTORER, DEFAULT_SCORER
 
 log = logging.getLogger(__name__)
 
-METRICS = ("diffiqa",)
 MIN_TILE = 32  # whole-image models: the smallest side a tile may have (one stride-32 cell)
 CROP_KEY = "image"  # one key for every new image: crops depend on the pixels' size only
 _SPLIT_CKPT = re.compile(r"^split-\d+\.pt$")
@@ -172,20 +171,26 @@ class DiffIQAMetric(nn.Module):
         return torch.tensor(scores, dtype=torch.float32)
 
 
-def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=None, batch_size: int = 8,
-                  progress: bool = True) -> DiffIQAMetric:
-    """Build the metric ``name`` (only ``"diffiqa"``) from a scorer checkpoint.
+def create_metric(name: str = "diffiqa", **options) -> nn.Module:
+    """Any quality model the package ships, by name (``diffiqa.registry``: diffiqa, niqe,
+    brisque, restoration_gap, fusion); ``bounded=True`` puts it on the 0-100 MOS scale.
+    For ``"diffiqa"``: ``checkpoint`` (a ``split-<k>.pt``; default :func:`find_checkpoint`),
+    ``restorer`` (overrides the recorded one; its sha256 must match), ``device``,
+    ``batch_size``, ``progress``."""
+    from diffiqa.registry import create
 
-    ``checkpoint``: a ``split-<k>.pt`` from training (default: see :func:`find_checkpoint`).
-    ``restorer``: overrides the restorer path recorded in the checkpoint (its sha256 must match).
-    """
+    return create(name, **options)
+
+
+def load_diffiqa_metric(checkpoint=None, device=None, restorer=None, batch_size: int = 8,
+                        progress: bool = True) -> DiffIQAMetric:
+    """The ``diffiqa`` metric from a scorer checkpoint (``create_metric("diffiqa")``)."""
+    from diffiqa.devices import resolve_device
     from diffiqa.diffusion.training import load_restorer
     from diffiqa.restore import RestoreParams
     from diffiqa.scorer import load_scorer
 
-    if name not in METRICS:
-        raise ConfigError(f"unknown metric {name!r}; available: {list(METRICS)}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device, "device=")
     ckpt = find_checkpoint(checkpoint)
     scorer, _cfg, extra = load_scorer(ckpt)
     extra = dict(extra or {})

@@ -60,3 +60,25 @@ def test_an_unreachable_budget_is_flagged_not_faked():
     got = match_budgets(run, (35.0,), tol_db=0.5, max_runs=5)
     assert not got[35.0].matched and got[35.0].runs_used == 5
     assert math.isclose(got[35.0].run.psnr_db, min(45.0 + 10.0 / (1.0 + r) for r in (1, 10, 100, 1e3, 1e4)))
+
+
+def test_a_stuck_prior_is_not_run_at_ever_larger_strengths():
+    calls = []
+
+    def run(lam):  # the gate refused the prior's first direction: no lam moves the image
+        calls.append(lam)
+        return 120.0, "stuck"
+
+    got = match_budgets(run, (40.0, 35.0), max_runs=6, stuck=lambda r: r == "stuck")
+    assert calls == [1.0] and not got[40.0].matched and not got[35.0].matched
+
+
+def test_a_saturated_prior_stops_the_search():
+    calls = []
+
+    def run(lam):  # beyond lam 10 the ascent ends at 41.6 dB whatever lam is (e.g. out of iterations)
+        calls.append(lam)
+        return (45.0 if lam < 10 else 41.6), None
+
+    got = match_budgets(run, (35.0,), max_runs=8)
+    assert calls == [1.0, 10.0, 100.0] and not got[35.0].matched and got[35.0].run.psnr_db == 41.6

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 EXPAND = 10.0  # factor on lam while the target is not bracketed
 LAM_RANGE = (1e-4, 1e6)
+SATURATED_DB = 0.05  # a lam EXPAND x larger that moves the end by less than this has saturated
 
 
 @dataclass
@@ -57,22 +58,31 @@ def _next_lam(runs: list[Run], target: float, tol: float, start: float) -> float
 
 
 def match_budgets(run: Callable[[float], tuple[float, object]], targets_db: Sequence[float], tol_db: float = 0.5,
-                  lam_start: float = 1.0, max_runs: int = 8) -> dict[float, Matched]:
+                  lam_start: float = 1.0, max_runs: int = 8, stuck: Callable[[object], bool] | None = None
+                  ) -> dict[float, Matched]:
     """For each target (dB to the input), the run whose output ends within ``tol_db`` of it.
 
     ``run(lam) -> (psnr_to_input_db, result)``; runs are shared across targets (at most
-    ``max_runs`` calls per target, fewer when earlier ones already serve it)."""
+    ``max_runs`` calls per target, fewer when earlier ones already serve it). ``stuck(result)``
+    True: a stronger prior cannot move further (e.g. the gate refused the prior's very first
+    direction, which does not depend on lam), so no larger lam is tried."""
     runs: list[Run] = []
     out = {}
+    ceiling = math.inf  # no lam at or above this is worth running
     for target in sorted(targets_db, reverse=True):  # the smallest change first: lam grows along
         used = 0
         while not any(abs(r.psnr_db - target) <= tol_db for r in runs) and used < max_runs:
             lam = _next_lam(runs, target, tol_db, lam_start)
-            if lam is None or any(abs(math.log(lam / r.lam)) < 1e-9 for r in runs):
+            if lam is None or lam >= ceiling or any(abs(math.log(lam / r.lam)) < 1e-9 for r in runs):
                 break
             psnr_db, result = run(lam)
             runs.append(Run(lam, float(psnr_db), result))
             used += 1
+            if stuck is not None and stuck(result):
+                ceiling = min(ceiling, lam)
+            below = [r for r in runs[:-1] if r.lam < lam]
+            if below and abs(max(below, key=lambda r: r.lam).psnr_db - psnr_db) < SATURATED_DB:
+                ceiling = min(ceiling, lam)  # a stronger prior ended at the same place: saturated
         best = min(runs, key=lambda r: (abs(r.psnr_db - target), r.lam))
         out[target] = Matched(target, best, abs(best.psnr_db - target) <= tol_db, used)
     return out
