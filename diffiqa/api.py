@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from diffiqa.cache import IMAGE_KINDS
 from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
-from diffiqa.errors import ConfigError, DiffiqaError, ImageError, ProvenanceError
+from diffiqa.errors import DiffiqaError, ImageError, ProvenanceError
 from diffiqa.layout import ProjectLayout
 from diffiqa.packaged import DEFAULT_RESTORER, DEFAULT_SCORER
 
