@@ -148,9 +148,27 @@ def sheet(df: pd.DataFrame, out: Path, default_map: str, budget: float = 35.0) -
     return path
 
 
+def gate_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per ascent row (both budgets): runs, runs the gate failed, refused steps, budgets met,
+    and the whole change's numbers (median HF share, median top-5 % patch share)."""
+    table = {}
+    for row in method_rows(df):
+        sub = df[(df["row"] == row) & (df["budget"] > 0)]
+        if sub.empty or "passed" not in sub or sub["passed"].isna().all():
+            continue
+        moved = sub["psnr_to_input"] < 60
+        table[row] = {"runs": len(sub), "moved": int(moved.sum()), "gate failed": int((sub["passed"] == False).sum()),  # noqa: E712
+                      "refused steps (total)": int(sub["refused_steps"].sum()),
+                      "budget met": int((sub["matched"] == True).sum()),  # noqa: E712
+                      "change HF share (median, moved)": f"{sub.loc[moved, 'change_hf'].median():.2f}" if moved.any() else "",
+                      "change top-5 % share (median, moved)": f"{sub.loc[moved, 'change_top'].median():.2f}" if moved.any() else ""}
+    return pd.DataFrame.from_dict(table, orient="index")
+
+
 def summarise(out: Path, srcc: dict) -> str:
     df = load(out)
-    lines = []
+    lines = ["**The gate along the ascent** (each run at 40 and 35 dB; a run the gate failed keeps its last passing iterate)",
+             "", md(gate_table(df)), ""]
     for budget in (35.0, 40.0):
         lines += [f"**Fidelity to the clean crop, Kodak (all four degradations), output at {budget:g} dB from the input**", "",
                   md(fidelity_table(df, budget)), ""]
