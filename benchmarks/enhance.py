@@ -218,7 +218,10 @@ def rank_on_part_a(out: Path, map_name: str, priors) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prepared", help="`diffiqa prepare clive` folder (split 1's test photos)")
-    ap.add_argument("--checkpoint", default=None, help="conditional restorer (default: the packaged one)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="conditional restorer of the restorer-only row and --maps restorer (default: the packaged one); "
+                         "the restoration gap (prior and grader) always uses the packaged restorer it is calibrated for")
+    ap.add_argument("--label", default="restorer", help="row name of this restorer (restorer-only: LABEL, map: LABEL map/PRIOR)")
     ap.add_argument("--scorer-checkpoint", default=None, help="scorer for the diffiqa prior (default: packaged)")
     ap.add_argument("--maps", default="pixel", help="comma list of pixel | denoiser | restorer | a checkpoint")
     ap.add_argument("--priors", default="niqe,brisque,diffiqa")
@@ -268,15 +271,17 @@ def run_rows(args, out: Path) -> int:
 
     ckpt = Path(args.checkpoint or DEFAULT_RESTORER)
     scorer = find_checkpoint(args.scorer_checkpoint, search_dir="/nonexistent")
-    restorer, rcfg, _ = load_restorer(ckpt)
-    restorer = restorer.float().eval().requires_grad_(False)
+    control, rcfg, _ = load_restorer(ckpt)
+    control = control.float().eval().requires_grad_(False)
+    restorer = load_restorer(DEFAULT_RESTORER)[0].float().eval().requires_grad_(False)  # the gap's, calibrated
     cases = make_cases(shared_root(), Path(args.prepared), args.kodak, args.clive, args.size, args.seed)
     header = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "machine": platform.node(),
               "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "restorer": f"{ckpt} sha256 {file_sha256(ckpt)[:12]}", "scorer": f"{scorer} sha256 {file_sha256(scorer)[:12]}",
               "cases": [c["label"] for c in cases]}
-    tag = "fusion" if args.fusion else args.maps.replace(",", "+").replace("/", "_")
+    tag = ("fusion" if args.fusion else args.maps.replace(",", "+").replace("/", "_")) + \
+        ("" if args.label == "restorer" else f"_{args.label}")
     (out / f"header_{tag}.json").write_text(json.dumps(header, indent=1) + "\n")
     graders = Graders(restorer, scorer)
     rows, images = load_state(out, tag)
@@ -288,16 +293,17 @@ def run_rows(args, out: Path) -> int:
         rows.append({"row": row, "case": case["label"], "kind": case["kind"], "part": case["part"], "budget": budget,
                      "psnr_to_input": psnr_np(u8(img), case["y"]), **(extra or {}), **graders(img, case["clean"], skip)})
 
-    if not args.fusion and not any(r["row"] == "input" for r in rows):  # the controls, once per out folder
+    if not args.fusion and not any(r["row"] == args.label for r in rows):  # the controls, once per out folder
         t0 = time.time()
         for c in cases:
-            record("input", c, np.nan, c["y"])
-            if c["clean"] is not None:
-                images[f"clean|{c['label']}"] = (c["clean"] * 255).round().astype(np.uint8)
-            r = to_np(restore_once(restorer, rcfg, to_t(c["y"]), args.seed))
-            record("restorer", c, np.nan, r)
+            if args.label == "restorer":
+                record("input", c, np.nan, c["y"])
+                if c["clean"] is not None:
+                    images[f"clean|{c['label']}"] = (c["clean"] * 255).round().astype(np.uint8)
+            r = to_np(restore_once(control, rcfg, to_t(c["y"]), args.seed))
+            record(args.label, c, np.nan, r)
             for b in BUDGETS:
-                record("restorer", c, b, to_budget(c["y"], r, b))
+                record(args.label, c, b, to_budget(c["y"], r, b))
         save_state(out, tag, rows, images)
         print(f"controls: {len(cases)} images in {time.time() - t0:.0f} s", flush=True)
     priors = [p for p in args.priors.split(",") if p]
@@ -305,6 +311,8 @@ def run_rows(args, out: Path) -> int:
         net = None
         map_ckpt = find_map_checkpoint(map_name, ckpt)
         steps, t_start = 3, 0.5
+        if map_name == "restorer":
+            map_name = f"{args.label} map"
         if map_ckpt is not None:
             net, cfg, _ = load_restorer(map_ckpt)
             net = net.float().eval().requires_grad_(False)

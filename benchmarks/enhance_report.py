@@ -48,8 +48,9 @@ def paired(df: pd.DataFrame, row: str, budget: float, against: str, against_budg
 
 
 def method_rows(df: pd.DataFrame) -> list[str]:
-    rows = [r for r in df["row"].unique() if r not in ("input", "restorer")]
-    return ["restorer"] + sorted(rows)
+    """Restorer-only controls first (rows without a map), then the ascent rows."""
+    rows = [r for r in df["row"].unique() if r != "input"]
+    return sorted(r for r in rows if "/" not in r) + sorted(r for r in rows if "/" in r)
 
 
 def fidelity_table(df: pd.DataFrame, budget: float, kinds=None) -> pd.DataFrame:
@@ -131,12 +132,13 @@ def sheet(df: pd.DataFrame, out: Path, default_map: str, budget: float = 35.0) -
     for kind in ("blur", "noise", "jpeg", "mix", "clive"):
         cases += list(df[df["kind"] == kind]["case"].unique()[: 2 if kind == "clive" else 1])
     cols = {}
-    for row in [r for r in method_rows(df) if r.startswith(default_map + "/")] + \
-               [r for r in method_rows(df) if r.startswith("pixel/") and default_map != "pixel"] + ["restorer"]:
-        key_b = budget if row != "restorer" else budget
-        got = [images.get(f"{row}|{c}|{key_b}") for c in cases]
+    rows = method_rows(df)
+    shown = [r for r in rows if r.startswith(default_map + "/")] + \
+        [r for r in rows if r.startswith("pixel/") and default_map != "pixel"] + [r for r in rows if "/" not in r]
+    for row in shown:
+        got = [images.get(f"{row}|{c}|{budget}") for c in cases]
         if all(g is not None for g in got):
-            cols[row if row != "restorer" else f"restorer@{budget:g}"] = [g.astype(np.float32) / 255 for g in got]
+            cols[row if "/" in row else f"{row} only"] = [g.astype(np.float32) / 255 for g in got]
     inputs = [images[f"input|{c}|nan"].astype(np.float32) / 255 for c in cases]
     clean = []
     for c, im in zip(cases, inputs):
