@@ -147,13 +147,13 @@ def to_budget(y: np.ndarray, target: np.ndarray, budget: float) -> np.ndarray:
 class Graders:
     """FR metrics against the clean crop, and the NR models (bounded 0-100 MOS)."""
 
-    def __init__(self, restorer, scorer_ckpt):
+    def __init__(self, restorer, scorer_ckpt, nr: bool = True):
         import piq
 
         self.piq = piq
         params = EnhanceParams(prior=("niqe",))
         self.nr = {}
-        for name in PRIORS:
+        for name in PRIORS if nr else ():
             p = EnhanceParams(**{**params.__dict__, "prior": (name,)})
             self.nr[name] = build_objective_prior(p, restorer, scorer_ckpt).eval()
 
@@ -232,6 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-runs", type=int, default=5, help="bisection runs per budget")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fusion", action="store_true", help="run the fusion rows (after the priors' rows exist)")
+    ap.add_argument("--fr-only", action="store_true", help="grade with the full-reference metrics only (cheaper)")
     ap.add_argument("--summarise", action="store_true")
     ap.add_argument("--sheet-map", default="denoiser", help="the map whose priors' outputs the sheet shows")
     ap.add_argument("--gate-calibration", action="store_true")
@@ -283,7 +284,7 @@ def run_rows(args, out: Path) -> int:
     tag = ("fusion" if args.fusion else args.maps.replace(",", "+").replace("/", "_")) + \
         ("" if args.label == "restorer" else f"_{args.label}")
     (out / f"header_{tag}.json").write_text(json.dumps(header, indent=1) + "\n")
-    graders = Graders(restorer, scorer)
+    graders = Graders(restorer, scorer, nr=not args.fr_only)
     rows, images = load_state(out, tag)
     done = {(r["row"], r["case"], r["budget"]) for r in rows}
 
