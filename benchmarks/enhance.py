@@ -202,8 +202,13 @@ def load_state(out: Path, tag: str):
 
 
 def save_state(out: Path, tag: str, rows, images) -> None:
-    pd.DataFrame(rows).to_csv(out / f"rows_{tag}.csv", index=False)
-    np.savez_compressed(out / f"images_{tag}.npz", **images)
+    """Atomically (a run stopped while saving keeps the previous state)."""
+    from diffiqa.io_utils import atomic_path
+
+    with atomic_path(out / f"images_{tag}.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **images)
+    with atomic_path(out / f"rows_{tag}.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
 def rank_on_part_a(out: Path, map_name: str, priors) -> list[str]:

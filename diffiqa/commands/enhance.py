@@ -29,8 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="enhance images by maximising an NR-IQA prior in the restorer's diffusion latent",
         description=(
             "MAP estimate x* = G(z*), z* = argmax lam*Q(G(z)) - ||G(z)-y||^2/(2 sigma^2) with PSNR(G(z), y) >= "
-            "--min-psnr, z0 = G^-1(y), G = the --map: a deterministic EDICT/DDIM chain of the packaged unconditional "
-            "prior denoiser (default), of the conditional restorer ('restorer'), or pixel space ('pixel'). "
+            "--min-psnr, z0 = G^-1(y), G = the --map: pixel space (default, 'pixel'), or a deterministic EDICT/DDIM chain "
+            "of the packaged unconditional prior denoiser ('denoiser') or of the conditional restorer ('restorer'). "
             "Every prior is on one 0-100 MOS scale (fitted on CLIVE). A step that looks like an attack on the prior "
             "(speckle, a local patch) is refused; a run whose whole change looks like one is not enhanced: it says so "
             "in one line and writes <stem>_kept.png (the last passing iterate) instead of <stem>_enhanced.png. "
@@ -46,8 +46,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="restorer checkpoint, for the restoration_gap prior and --map restorer "
                         "(default: models/restorer/restorer.pt if present, else the packaged one)")
     p.add_argument("--map", default=None, metavar="denoiser|restorer|pixel|PATH",
-                   help="the latent map G: denoiser (the packaged unconditional prior denoiser, the default), "
-                        "restorer (the conditional restorer), pixel (identity) or a checkpoint")
+                   help="the map G: pixel (identity, the default), denoiser (the packaged unconditional prior "
+                        "denoiser), restorer (the conditional restorer) or a checkpoint")
     p.add_argument("--scorer-checkpoint", default=None,
                    help="scorer for the diffiqa prior (default: newest in models/scorer, else the packaged one)")
     p.add_argument("--iterations", type=int, default=20, help="trust-region steps")

@@ -87,7 +87,7 @@ class EnhanceParams:
     seed: int = 0
     gap_steps: int = 4
     max_side: int = 0
-    map: str = "denoiser"
+    map: str = "pixel"  # the map that did least harm in the comparison (benchmarks/RESULTS.md "Enhancement")
 
     def validate(self) -> None:
         if len(self.prior) == 0:
