@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         if name == "restoration_gap":
             from diffiqa.api import DEFAULT_RESTORER
             from diffiqa.diffusion.training import load_restorer
-            from diffiqa.enhance.images import GAP_T_START
+            from diffiqa.enhance.files import GAP_T_START
 
             from diffiqa.enhance.chain import chain_settings
 

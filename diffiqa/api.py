@@ -30,13 +30,10 @@ from diffiqa.crops import cut_crops, image_boxes
 from diffiqa.data.image_io import load_image
 from diffiqa.errors import ConfigError, DiffiqaError, ImageError, NumericError, ProvenanceError
 from diffiqa.layout import ProjectLayout
+from diffiqa.packaged import DEFAULT_RESTORER, DEFAULT_SCORER
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_SCORER = ASSETS / "default_scorer.pt"
-DEFAULT_RESTORER = ASSETS / "default_restorer.pt"
-METRICS = ("diffiqa",)
 MIN_TILE = 32  # whole-image models: the smallest side a tile may have (one stride-32 cell)
 CROP_KEY = "image"  # one key for every new image: crops depend on the pixels' size only
 _SPLIT_CKPT = re.compile(r"^split-\d+\.pt$")
@@ -203,22 +200,28 @@ def check_image_tensor(x: torch.Tensor, name: str = "tensor") -> None:
         raise NumericError(f"{name}: values in [{lo:.4g}, {hi:.4g}], expected [0, 1]{hint}")
 
 
-def create_metric(name: str = "diffiqa", checkpoint=None, device=None, restorer=None, batch_size: int = 8,
-                  progress: bool = True) -> DiffIQAMetric:
-    """Build the metric ``name`` (only ``"diffiqa"``) from a scorer checkpoint.
+def create_metric(name: str = "diffiqa", **options) -> nn.Module:
+    """Any quality model the package ships, by name (``diffiqa.registry``: diffiqa, niqe,
+    brisque, restoration_gap, fusion); ``bounded=True`` puts it on the 0-100 MOS scale.
+    For ``"diffiqa"``: ``checkpoint`` (a ``split-<k>.pt``; default :func:`find_checkpoint`),
+    ``restorer`` (overrides the recorded one; its sha256 must match), ``device``,
+    ``batch_size``, ``progress``."""
+    from diffiqa.registry import create
 
-    ``checkpoint``: a ``split-<k>.pt`` from training (default: see :func:`find_checkpoint`).
-    ``restorer``: overrides the restorer path recorded in the checkpoint (its sha256 must match).
-    """
+    return create(name, **options)
+
+
+def load_diffiqa_metric(checkpoint=None, device=None, restorer=None, batch_size: int = 8,
+                        progress: bool = True) -> DiffIQAMetric:
+    """The ``diffiqa`` metric from a scorer checkpoint (``create_metric("diffiqa")``)."""
     from diffiqa.checkpoint_checks import restore_spec
+    from diffiqa.devices import resolve_device
     from diffiqa.diffusion.training import load_restorer
     from diffiqa.errors import CheckpointError
     from diffiqa.restore import RestoreParams
     from diffiqa.scorer import load_scorer
 
-    if name not in METRICS:
-        raise ConfigError(f"unknown metric {name!r}; available: {list(METRICS)}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device, "device=")
     ckpt = find_checkpoint(checkpoint)
     scorer, _cfg, extra = load_scorer(ckpt)
     extra = dict(extra or {})

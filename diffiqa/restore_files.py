@@ -21,6 +21,7 @@ from diffiqa.crops import cut_crops
 from diffiqa.data.image_io import load_image
 from diffiqa.diffusion.chain import Chain
 from diffiqa.errors import ConfigError, DiffiqaError
+from diffiqa.packaged import default_restorer
 from diffiqa.restore import RestoreParams, require_checkpoint
 
 log = logging.getLogger(__name__)
@@ -45,16 +46,7 @@ def _strip(panels: list[tuple[str, np.ndarray]], path: Path) -> None:
     save_image(path, np.asarray(canvas))
 
 
-PROJECT_RESTORER = Path("models/restorer/restorer.pt")
 DEFAULT_TILE = 256  # network window of `diffiqa restore`: flat peak memory in image size (RESULTS.md)
-
-
-def default_restorer() -> Path:
-    """The project's restorer (models/restorer/restorer.pt under the working directory) when
-    there is one, else the packaged default restorer (as ``score`` picks its model)."""
-    from diffiqa.diffusion.checkpoint import PACKAGED_RESTORER
-
-    return PROJECT_RESTORER if PROJECT_RESTORER.is_file() else PACKAGED_RESTORER
 
 
 def output_names(files: list[Path]) -> list[str]:

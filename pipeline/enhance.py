@@ -37,8 +37,8 @@ class EnhanceInputs:
 
 def run_enhance(all_params: dict | None = None, progress: bool = True) -> list[dict]:
     from diffiqa.data.index import read_prepared
-    from diffiqa.enhance.images import enhance_images, output_set
-    from diffiqa.enhance.map import EnhanceParams
+    from diffiqa.enhance.ascent import EnhanceParams
+    from diffiqa.enhance.files import enhance_images, output_set
 
     p = params() if all_params is None else all_params
     group = p.get("enhance") or {}
@@ -54,8 +54,10 @@ def run_enhance(all_params: dict | None = None, progress: bool = True) -> list[d
     files = [root / p for p in images]
     with output_set(files, LAYOUT.enhanced, extra_names=("summary.json",)) as stage:
         summaries = enhance_images(files, stage.dir, cfg, LAYOUT.restorer, scorer_checkpoint=scorer, progress=progress)
-        for s in summaries:
-            s["enhanced"] = str(stage.final(s["enhanced"]))
+        for s in summaries:  # a run the gate refused has "kept" (the input or last passing iterate) instead
+            for key in ("enhanced", "kept"):
+                if s.get(key):
+                    s[key] = str(stage.final(s[key]))
         write_json_atomic(stage.path("summary.json"), summaries)
     return summaries
 

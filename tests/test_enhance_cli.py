@@ -41,16 +41,18 @@ def test_enhance_command_writes_images_trajectories_and_plots(tmp_path, restorer
     rc = main(["enhance", str(tmp_path / "in"), "--prior", "niqe", "--prior", "brisque:0.5", "--out", str(out),
                "--map", "restorer", "--checkpoint", str(restorer), "--iterations", "2", "--steps", "2", "--patience", "0", "--no-progress"])
     assert rc == 0
-    enhanced = load_image(out / "a_enhanced.png")
-    assert enhanced.shape == (64, 64, 3)  # cut to a multiple of 16
+    gate = json.loads((out / "gate.json").read_text())
+    verdict = next(iter(gate.values()))
+    assert set(verdict) == {"passed", "change", "map"} and "round_trip_db" in verdict["map"]
+    written = out / f"a_{'enhanced' if verdict['passed'] else 'kept'}.png"  # never "enhanced" when the gate failed
+    assert load_image(written).shape == (64, 64, 3)  # cut to a multiple of 16
     traj = pd.read_csv(out / "trajectory_a.csv")
-    assert list(traj.columns) == ["iteration", "Q", "fidelity", "objective", "psnr_to_input", "accepted", "radius"]
-    assert len(traj) == 3 and np.isfinite(traj.drop(columns="accepted").to_numpy(dtype=float)).all()
+    assert list(traj.columns) == ["iteration", "Q", "fidelity", "objective", "psnr_to_input", "accepted", "refused",
+                                  "radius"]
+    assert len(traj) == 3 and np.isfinite(traj.drop(columns=["accepted", "refused"]).to_numpy(dtype=float)).all()
     assert ((traj["Q"] > 0) & (traj["Q"] < 100)).all()  # one bounded scale
     assert (out / "trajectory_a.png").stat().st_size > 1000
-    gate = json.loads((out / "gate.json").read_text())
-    assert set(next(iter(gate.values()))) == {"round_trip_db", "hf_fraction", "hf_white", "gain", "passed"}
-    assert "generativity gate" in capsys.readouterr().out
+    assert "map: round trip" in capsys.readouterr().out
 
 
 def test_enhance_command_names_a_missing_checkpoint(tmp_path, capsys):

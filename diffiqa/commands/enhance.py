@@ -29,11 +29,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="enhance images by maximising an NR-IQA prior in the restorer's diffusion latent",
         description=(
             "MAP estimate x* = G(z*), z* = argmax lam*Q(G(z)) - ||G(z)-y||^2/(2 sigma^2) with PSNR(G(z), y) >= "
-            "--min-psnr, z0 = G^-1(y), G = a deterministic EDICT/DDIM chain of the --map network (default: the packaged "
-            "unconditional denoiser of pristine photos; 'restorer' = the restorer conditioned on the input). "
-            "Every prior is on one 0-100 MOS scale (fitted on CLIVE). Prints the map's generativity gate for each "
-            "image; when it fails, the output is a pixel-space attack on the prior, not an enhancement. Writes "
-            "<stem>_enhanced.png, trajectory_<stem>.csv/.png and gate.json into --out. Works outside a project "
+            "--min-psnr, z0 = G^-1(y), G = the --map: pixel space (default, 'pixel'), or a deterministic EDICT/DDIM chain "
+            "of the packaged unconditional prior denoiser ('denoiser') or of the conditional restorer ('restorer'). "
+            "Every prior is on one 0-100 MOS scale (fitted on CLIVE). A step that looks like an attack on the prior "
+            "(speckle, a local patch) is refused; a run whose whole change looks like one is not enhanced: it says so "
+            "in one line and writes <stem>_kept.png (the last passing iterate) instead of <stem>_enhanced.png. "
+            "Writes trajectory_<stem>.csv/.png and gate.json into --out too. Works outside a project "
             "with the packaged restorer and scorer. Two or more --prior = fusion (weighted mean)."
         ),
     )
@@ -44,8 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="restorer checkpoint, for the restoration_gap prior and --map restorer "
                         "(default: models/restorer/restorer.pt if present, else the packaged one)")
-    p.add_argument("--map", default=None, metavar="packaged|restorer|PATH",
-                   help="network of the latent map G (default: enhance's default, see EnhanceParams.map)")
+    p.add_argument("--map", default=None, metavar="denoiser|restorer|pixel|PATH",
+                   help="the map G: pixel (identity, the default), denoiser (the packaged unconditional prior "
+                        "denoiser), restorer (the conditional restorer) or a checkpoint")
     p.add_argument("--scorer-checkpoint", default=None,
                    help="scorer for the diffiqa prior (default: newest in models/scorer, else the packaged one)")
     p.add_argument("--iterations", type=int, default=20, help="trust-region steps")
@@ -67,8 +69,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from diffiqa.data.image_io import iter_image_files
-    from diffiqa.enhance.images import enhance_images, output_set
-    from diffiqa.enhance.map import EnhanceParams
+    from diffiqa.enhance.ascent import EnhanceParams
+    from diffiqa.enhance.files import enhance_images, output_set
     from diffiqa.errors import DiffiqaError
 
     names, weights = parse_priors(args.prior)
@@ -83,6 +85,7 @@ def run(args) -> int:
         summaries = enhance_images(files, stage.dir, params, args.checkpoint, args.scorer_checkpoint,
                                    progress=not args.no_progress, device=args.device)
     for s in summaries:
-        print(f"{s['image']} -> {stage.final(s['enhanced'])}  Q {s['Q_start']:.4g} -> {s['Q_best']:.4g} (0-100), "
-              f"PSNR to input {s['psnr_to_input']:.2f} dB ({s['iterations']} iterations)")
+        if s["enhanced"]:  # a run the gate refused wrote <stem>_kept.png and said why
+            print(f"{s['image']} -> {stage.final(s['enhanced'])}  Q {s['Q_start']:.4g} -> {s['Q_best']:.4g} (0-100), "
+                  f"PSNR to input {s['psnr_to_input']:.2f} dB ({s['iterations']} iterations)")
     return 0

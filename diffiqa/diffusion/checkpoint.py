@@ -14,11 +14,12 @@ from diffiqa.diffusion.chain import Chain, chain_from_record
 from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 from diffiqa.errors import ConfigError, DiffiqaError
 from diffiqa.io_utils import atomic_path
+from diffiqa.packaged import DEFAULT_RESTORER
 
 FORMAT_VERSION = 1
 KIND = "diffiqa-restorer"
 # The shipped default restorer (float16 storage; see benchmarks/RESULTS.md "Restorer").
-PACKAGED_RESTORER = Path(__file__).resolve().parent.parent / "assets" / "default_restorer.pt"
+PACKAGED_RESTORER = DEFAULT_RESTORER
 
 
 @dataclass

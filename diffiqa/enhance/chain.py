@@ -3,10 +3,7 @@
 
 samplers' chain loop (``sample_chain`` / ``ddim_sample``) runs under ``torch.no_grad()``, and
 the enhancement differentiates through the chain, so the loop over steps is written here; the
-grid, the single steps and the network-output conversion all come from samplers. The
-``getattr`` fall-backs keep this working against the samplers API before ``time_grid`` /
-``predict`` were public (the grid is then rebuilt from ``sampling_timesteps`` exactly as
-samplers builds it).
+grid, the single steps and the network-output conversion all come from samplers.
 """
 
 from __future__ import annotations
@@ -20,20 +17,12 @@ from diffiqa.diffusion.chain import LEGACY_CHAIN
 
 def time_grid(steps: int, t_start: float = 1.0) -> list[float]:
     """Descending times t_start ... 0 (steps + 1 of them), samplers' grid."""
-    fn = getattr(samplers, "time_grid", None)
-    if fn is not None:
-        return list(fn(steps, t_start))
-    return samplers.sampling_timesteps(steps, t_start).tolist() + [0.0]
+    return list(samplers.time_grid(steps, t_start))
 
 
 def eps_at(net, cond: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
     """The network's noise estimate at (x, t), whatever it predicts (eps, x0 or residual)."""
-    fn = getattr(samplers, "predict", None)
-    if fn is not None:
-        return fn(net, cond, x, t, False)[0]
-    from diffiqa.diffusion.schedule import noise_level
-
-    return net(x, cond, noise_level(t).to(x.device, x.dtype).expand(x.shape[0]))
+    return samplers.predict(net, cond, x, t, False)[0]
 
 
 class FixedEps:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from diffiqa.enhance.priors import nss
-from diffiqa.enhance.priors.niqe import asset_path
+from diffiqa.packaged import asset_path
 from diffiqa.errors import ConfigError
 
 DEFAULT_ASSET = "brisque_clive.npz"

@@ -35,7 +35,7 @@ SCALE = 100.0
 
 
 def calibration_path() -> Path:
-    from diffiqa.enhance.priors.niqe import asset_path
+    from diffiqa.packaged import asset_path
 
     return asset_path(DEFAULT_ASSET)
 

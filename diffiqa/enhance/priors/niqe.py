@@ -10,7 +10,6 @@ and the prior returns -D so that higher is better.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,9 @@ from torch import nn
 
 from diffiqa.enhance.priors import nss
 from diffiqa.errors import ConfigError
+from diffiqa.packaged import asset_path
 
 DEFAULT_ASSET = "niqe_pristine.npz"
-
-
-def asset_path(name: str) -> Path:
-    return Path(str(resources.files("diffiqa") / "assets" / name))
 
 
 def fit_pristine_model(images, patch_size: int = 96, sharpness_fraction: float = 0.75) -> dict:

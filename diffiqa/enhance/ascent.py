@@ -4,10 +4,11 @@
          subject to PSNR(G(z), y) >= min_psnr,  z_0 = G^-1(y)
 
 Q is a prior on the bounded 0-100 MOS scale (one model or a ``FusedPrior``; see
-``priors.calibration``), G a deterministic DDIM / EDICT chain (``invertible.DiffusionMap``) of
-the map's network: by default the unconditional denoiser of pristine photos (``map``
-"packaged"), or the restorer conditioned on y (``map`` "restorer"); the network's weights are frozen and each sampler step is
-checkpointed, so memory does not grow with ``steps``.
+``priors.calibration``), G the latent map (``latent_map``): a deterministic EDICT / DDIM chain of
+the unconditional prior denoiser (``map`` "denoiser", the default) or of the conditional
+restorer (``map`` "restorer"), or the identity (``map`` "pixel": ascent in pixel space, the
+control); the network's weights are frozen and each sampler step is checkpointed, so memory
+does not grow with ``steps``.
 
 Steps in image units (issue 13, item 1): Adam's first step moved every latent value by lr,
 which the map amplified into an image ~20 dB away from the input, far outside where the
@@ -20,6 +21,13 @@ then the radius grows x1.5, else it halves. A step that moved the image more tha
 off (a generative map amplifies the gradient's direction more than the gate's white probe, by
 ~6x at the first step on a real photo; measured), and the next step uses the gain it measured. After ``early_stop_patience`` rejections in a row
 the loop stops. Accepted iterates only ever raise the objective, so the last one is the best.
+
+The guard (``gate.measure_change``): a step that raises the objective is still refused when the
+change x_k - x_{k-1} looks like an attack on the prior (speckle, or a local patch), and the
+run's whole change x* - y is judged the same way. A run whose whole change fails (or whose map
+cannot represent the input: round trip under 40 dB) has *failed*: its result keeps the last
+iterate whose whole change passed (the input when none did), and callers do not call it
+enhanced.
 
 Meaning of sigma (and lam): ||.||^2 here is the mean squared pixel error per image (pixels in
 [0,1]), so sigma is a per-pixel noise level in those units. The fidelity weight is
@@ -38,8 +46,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from diffiqa.enhance.gate import GateReport, measure_gate
-from diffiqa.enhance.invertible import DiffusionMap, quiet_mix
+from diffiqa.enhance.gate import ChangeReport, MapReport, measure_change, measure_gate
+from diffiqa.enhance.latent_map import build_map
 from diffiqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,10 +67,10 @@ class EnhanceParams:
     ``chain.chain_settings``); ``inversion``: "ddim" | "edict"; ``edict_mix``: EDICT's p (null = ``invertible.quiet_mix``,
     the p whose chain passes the least latent noise straight through: ~0.8; the paper's 0.93
     passes 0.22 of it on 3 steps from t 0.3, benchmarks/RESULTS.md "Enhancement");
-    ``max_side``: downscale so the longer side is at most this (0 = full size); ``map``: the
-    network G is built from: "packaged" (the unconditional denoiser shipped as
-    diffiqa/assets/enhance_map.pt), "restorer" (the conditional restorer, as before), or a
-    checkpoint path (``images.find_map_checkpoint``)."""
+    ``max_side``: downscale so the longer side is at most this (0 = full size); ``map``: what G
+    is: "denoiser" (the unconditional prior denoiser, diffiqa/assets/enhance_map.pt),
+    "restorer" (the conditional restorer), "pixel" (the identity: pixel-space ascent) or a
+    checkpoint path (``files.find_map_checkpoint``)."""
 
     prior: tuple[str, ...] = ("niqe",)
     weights: tuple[float, ...] = (1.0,)
@@ -79,7 +87,7 @@ class EnhanceParams:
     seed: int = 0
     gap_steps: int = 4
     max_side: int = 0
-    map: str = "packaged"
+    map: str = "pixel"  # the map that did least harm in the comparison (benchmarks/RESULTS.md "Enhancement")
 
     def __post_init__(self) -> None:  # checked where it is built: params.yaml, the CLI, code
         self.prior, self.weights = tuple(self.prior), tuple(self.weights)
@@ -111,25 +119,38 @@ class EnhanceParams:
         if self.max_side < 0:
             raise ConfigError(f"enhance.max_side must be >= 0 (0 = full size), got {self.max_side}")
         if not isinstance(self.map, str) or not self.map.strip():
-            raise ConfigError(f"enhance.map must be 'packaged', 'restorer' or a checkpoint path, got {self.map!r}")
+            raise ConfigError(f"enhance.map must be 'denoiser', 'restorer', 'pixel' or a checkpoint path, got {self.map!r}")
 
 
 @dataclass
 class EnhanceResult:
-    """``image`` (N,3,H,W) in [0,1] (the best accepted iterate); ``trajectory``: one dict per
-    evaluation (``iteration, Q, fidelity, objective, psnr_to_input, accepted, radius``; batch
-    means); ``gate``: the generativity gate of the map at the input; ``within``: for each
-    budget (dB) asked for, the accepted iterate with the highest Q whose PSNR to the input is
-    at least the budget."""
+    """``image`` (N,3,H,W) in [0,1]: the last accepted iterate whose whole change passed the
+    guard (the input when none did); ``trajectory``: one dict per evaluation (``iteration, Q,
+    fidelity, objective, psnr_to_input, accepted, refused, radius``; batch means; ``refused``:
+    the guard's verdict on a step that raised the objective); ``map_report``: the map at the
+    input (round trip, white-noise probe); ``change``: the guard's numbers for the whole change
+    x* - y of the last accepted iterate; ``passed``: the run enhanced (the map represents the
+    input and the whole change passed); ``within``: for each budget (dB) asked for, the passing
+    accepted iterate with the highest Q whose PSNR to the input is at least the budget."""
 
     image: torch.Tensor
     trajectory: list[dict] = field(default_factory=list)
-    gate: GateReport | None = None
+    map_report: MapReport | None = None
+    change: ChangeReport | None = None
+    passed: bool = True
     within: dict = field(default_factory=dict)
 
     @property
     def round_trip_psnr(self) -> float:
-        return self.gate.round_trip_db if self.gate else math.nan
+        return self.map_report.round_trip_db if self.map_report else math.nan
+
+    def verdict(self) -> str:
+        """One line: enhanced, or why not."""
+        if self.passed:
+            return f"enhanced ({self.change.psnr_db:.1f} dB from the input; the change is {self.change.reason()})"
+        if self.map_report is not None and not self.map_report.represents:
+            return f"NOT enhanced: the map does not represent the input ({self.map_report.round_trip_db:.1f} dB round trip)"
+        return f"NOT enhanced: the change is {self.change.reason()}"
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -142,24 +163,23 @@ def _rms(t: torch.Tensor) -> float:
     return float(t.detach().double().square().mean().sqrt())
 
 
-def enhance(y: torch.Tensor, net: torch.nn.Module, prior: torch.nn.Module, params: EnhanceParams,
+def enhance(y: torch.Tensor, net: torch.nn.Module | None, prior: torch.nn.Module, params: EnhanceParams,
             progress: bool = True, budgets=(), steps: int | None = None, t_start: float | None = None,
             use_checkpoint: bool = True) -> EnhanceResult:
     """Enhance a batch y (N,3,H,W) in [0,1] (one image, or crops of one size) -> EnhanceResult.
 
-    ``steps`` / ``t_start``: the chain when ``params`` leaves them null (the caller reads the
-    restorer's own settings); ``budgets``: PSNR floors (dB) whose best iterate to keep;
-    ``use_checkpoint`` False trades memory for ~1/3 less compute (small images)."""
+    ``net``: the map's network (None for ``map`` "pixel"); ``steps`` / ``t_start``: the chain
+    when ``params`` leaves them null (the caller reads the network's own settings);
+    ``budgets``: PSNR floors (dB) whose best iterate to keep; ``use_checkpoint`` False trades
+    memory for ~1/3 less compute (small images)."""
     torch.manual_seed(params.seed)
-    net.eval().requires_grad_(False)  # frozen: only z moves
-    n_steps = params.steps or steps or 4
-    t0 = params.t_start or t_start or 0.3
-    mix = params.edict_mix if params.edict_mix is not None else quiet_mix(n_steps, t0)
-    g = DiffusionMap(net, y, n_steps, method=params.inversion, t_start=t0, mix=mix,
-                     use_checkpoint=use_checkpoint)
+    if net is not None:
+        net.eval().requires_grad_(False)  # frozen: only z moves
+    g = build_map(net, y, params.steps or steps or 4, params.t_start or t_start or 0.3, params.inversion,
+                  params.edict_mix, use_checkpoint)
     z = g.invert(y).detach()
-    gate = measure_gate(g.generate, z, y, seed=params.seed)
-    log.debug("%s (%s, %d steps from t %.2f, p %.2f)", gate.line(), params.inversion, n_steps, t0, mix)  # callers print it
+    map_report = measure_gate(g.generate, z, y, seed=params.seed)
+    log.debug("%s (%s)", map_report.line(), g.describe())  # callers print it
     fid_weight = 1.0 / (2 * params.sigma**2)
 
     def evaluate(zz):
@@ -177,9 +197,9 @@ def enhance(y: torch.Tensor, net: torch.nn.Module, prior: torch.nn.Module, param
 
     rec, x, grad = evaluate(z)
     radius = 10 ** (-params.step_db / 20)
-    gain = max(gate.gain / 2, 1e-3)  # image rms per latent rms (the gate's gain is in model units)
-    trajectory = [{"iteration": 0, **rec, "accepted": True, "radius": radius}]
-    best_img = x.clone()
+    gain = max(map_report.gain / 2, 1e-3)  # image rms per latent rms (the probe's gain is in model units)
+    trajectory = [{"iteration": 0, **rec, "accepted": True, "refused": False, "radius": radius}]
+    kept, change = x.clone(), measure_change(y, x)
     within = {b: (rec["Q"], x.clone()) for b in budgets if rec["psnr_to_input"] >= b}
     rejected = 0
     bar = tqdm(range(1, params.iterations + 1), desc="enhance", unit="it", disable=not progress, leave=False)
@@ -195,17 +215,25 @@ def enhance(y: torch.Tensor, net: torch.nn.Module, prior: torch.nn.Module, param
         overshot = not moved <= OVERSHOOT * radius  # NaN counts as overshot
         ok = (math.isfinite(rec_try["objective"]) and rec_try["objective"] > rec["objective"]
               and rec_try["psnr_to_input"] >= params.min_psnr and not overshot)
-        trajectory.append({"iteration": it, **rec_try, "accepted": ok, "radius": radius})
+        refused = ok and not measure_change(x, x_try).passed  # the step looks like an attack
+        ok = ok and not refused
+        trajectory.append({"iteration": it, **rec_try, "accepted": ok, "refused": refused, "radius": radius})
         if ok:
             z, rec, x, grad = (z + dz).detach(), rec_try, x_try, grad_try
-            best_img, rejected, radius = x.clone(), 0, radius * GROW
-            for b in budgets:
-                if rec["psnr_to_input"] >= b and (b not in within or rec["Q"] > within[b][0]):
-                    within[b] = (rec["Q"], x.clone())
+            rejected, radius = 0, radius * GROW
+            change = measure_change(y, x)
+            if change.passed:
+                kept = x.clone()
+                for b in budgets:
+                    if rec["psnr_to_input"] >= b and (b not in within or rec["Q"] > within[b][0]):
+                        within[b] = (rec["Q"], x.clone())
         else:
             rejected, radius = rejected + 1, radius * (1.0 if overshot and math.isfinite(moved) else SHRINK)
         bar.set_postfix(Q=f"{rec['Q']:.3g}", psnr=f"{rec['psnr_to_input']:.1f}")
         if params.early_stop_patience and rejected >= params.early_stop_patience:
             log.info("stopped at iteration %d: %d rejected steps in a row", it, rejected)
             break
-    return EnhanceResult(best_img, trajectory, gate, {b: v[1] for b, v in within.items()})
+    passed = map_report.represents and change.passed
+    if not map_report.represents:
+        kept, within = y.clone(), {}
+    return EnhanceResult(kept, trajectory, map_report, change, passed, {b: v[1] for b, v in within.items()})

@@ -1,5 +1,5 @@
-"""``enhance_images``: files in, enhanced files + trajectories + plots out (the CLI and the DVC
-stage ``enhance`` both call it)."""
+"""``enhance_images``: image files in, enhanced files + trajectories + plots out (the CLI and
+the DVC stage ``enhance`` both call it), and the choice of the map's network."""
 
 from __future__ import annotations
 
@@ -12,16 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from diffiqa.data.image_io import iter_image_files, load_image, save_image
-from diffiqa.enhance.invertible import quiet_mix
-from diffiqa.enhance.map import EnhanceParams, enhance
+from diffiqa.enhance.ascent import EnhanceParams, enhance, psnr
 from diffiqa.errors import ConfigError
 from diffiqa.io_utils import atomic_path, write_json_atomic
+from diffiqa.packaged import PRIOR_DENOISER, find_restorer
 
 log = logging.getLogger(__name__)
 
-# The default latent map (EnhanceParams.map "packaged"): an unconditional denoiser of pristine
-# photos (the ``prior_map`` restorer preset; benchmarks/RESULTS.md "Enhancement").
-PACKAGED_MAP = Path(__file__).resolve().parent.parent / "assets" / "enhance_map.pt"
 # The U-Net halves the size at each level; sides are cut down to a multiple of this.
 SIDE_MULTIPLE = 16
 # The restoration gap's chain: a truncated one (input noised to 0.3), fixed so that the prior's
@@ -91,70 +88,73 @@ def plot_trajectory(traj: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def find_restorer_checkpoint(checkpoint=None) -> Path:
-    """The restorer to enhance with: the one given, else the project's ``models/restorer/
-    restorer.pt`` in the current directory, else the packaged default restorer."""
-    from diffiqa.restore_files import default_restorer
-
-    if checkpoint is not None:
-        p = Path(checkpoint)
-        if not p.is_file():
-            raise ConfigError(f"{p}: restorer checkpoint not found")
-        return p
-    p = default_restorer()  # the one lookup `diffiqa restore` uses too
-    if not p.is_file():
-        raise ConfigError(f"no restorer: neither models/restorer/restorer.pt nor the packaged {p} exists; "
-                          "pass --checkpoint")
-    return p
-
-
-def find_map_checkpoint(spec: str, restorer_checkpoint=None) -> Path:
-    """The network of the latent map G: "packaged" -> ``PACKAGED_MAP``; "restorer" -> the
-    restorer ``find_restorer_checkpoint(restorer_checkpoint)`` finds (conditioned on the input);
-    anything else is a checkpoint path."""
+def find_map_checkpoint(spec: str, restorer_checkpoint=None) -> Path | None:
+    """The network of the latent map G: "denoiser" -> the packaged unconditional prior
+    denoiser; "restorer" -> the conditional restorer ``packaged.find_restorer`` finds;
+    "pixel" -> None (no network: the identity map); anything else is a checkpoint path."""
+    if spec == "pixel":
+        return None
     if spec == "restorer":
-        return find_restorer_checkpoint(restorer_checkpoint)
-    p = PACKAGED_MAP if spec == "packaged" else Path(spec)
+        return find_restorer(restorer_checkpoint)
+    p = PRIOR_DENOISER if spec == "denoiser" else Path(spec)
     if not p.is_file():
-        raise ConfigError(f"enhance.map={spec!r}: {p} not found (give 'packaged', 'restorer' or a checkpoint path)")
+        raise ConfigError(f"enhance.map={spec!r}: {p} not found (give 'denoiser', 'restorer', 'pixel' or a checkpoint path)")
     return p
+
+
+def load_map_network(params: EnhanceParams, checkpoint, device):
+    """-> (network or None, its checkpoint or None, (t_start, steps) it records; the pixel map: (0.3, 4) unused)."""
+    from diffiqa.diffusion.training import load_restorer
+    from diffiqa.enhance.chain import chain_settings
+
+    map_checkpoint = find_map_checkpoint(params.map, checkpoint)
+    if map_checkpoint is None:
+        return None, None, chain_settings()
+    net, cfg, extra = load_restorer(map_checkpoint)
+    return net.float().to(device), map_checkpoint, chain_settings(cfg, extra)
+
+
+def _write_run(out: Path, stem: str, result, prior_name: str) -> Path:
+    """The run's image and trajectory; the image is ``<stem>_enhanced.png`` only when the run
+    passed the gate, else ``<stem>_kept.png`` (the last passing iterate, or the input)."""
+    image = out / f"{stem}_{'enhanced' if result.passed else 'kept'}.png"
+    save_image(image, result.image[0].permute(1, 2, 0).cpu().numpy())
+    traj = pd.DataFrame(result.trajectory)
+    with atomic_path(out / f"trajectory_{stem}.csv") as tmp:
+        traj.to_csv(tmp, index=False)
+    plot_trajectory(traj, out / f"trajectory_{stem}.png", f"{stem}: {prior_name}")
+    return image
 
 
 def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, scorer_checkpoint=None,
                    progress: bool = True, device=None, report=print) -> list[dict]:
-    """Enhance each image of ``paths`` (files or folders) in the latent of the map
-    ``params.map`` (``find_map_checkpoint``). The restorer ``checkpoint`` (None: the project's,
-    else the packaged one) serves the restoration-gap prior and ``map: restorer``; the
-    ``diffiqa`` prior likewise uses the packaged scorer when ``scorer_checkpoint`` is None and
-    there is none in ``models/scorer``.
+    """Enhance each image of ``paths`` (files or folders) through the map ``params.map``
+    (``find_map_checkpoint``). The restorer ``checkpoint`` (None: ``packaged.find_restorer``)
+    serves the restoration-gap prior and ``map: restorer``; the ``diffiqa`` prior likewise uses
+    the packaged scorer when ``scorer_checkpoint`` is None and there is none in ``models/scorer``.
 
-    Writes into ``out_dir``: ``<stem>_enhanced.png``, ``trajectory_<stem>.csv`` (iteration, Q,
-    fidelity, objective, psnr_to_input, accepted, radius), ``trajectory_<stem>.png``,
-    ``params.json`` and ``gate.json``. ``report`` gets the generativity gate's line per image.
-    Returns one summary dict per image.
+    Writes into ``out_dir``: ``<stem>_enhanced.png`` when the run passed the gate, else
+    ``<stem>_kept.png`` (and ``report`` gets one line saying why), ``trajectory_<stem>.csv``
+    (iteration, Q, fidelity, objective, psnr_to_input, accepted, refused, radius),
+    ``trajectory_<stem>.png``, ``params.json`` and ``gate.json``. One summary dict per image.
     """
     from diffiqa.config import to_dict
+    from diffiqa.devices import resolve_device
     from diffiqa.diffusion.training import load_restorer
-    from diffiqa.enhance.chain import chain_settings
     from diffiqa.restore import file_sha256
 
     files = iter_image_files(paths)
     if not files:
         raise ConfigError(f"no image files in {list(map(str, paths))}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     if checkpoint is not None:  # a restorer given but missing is an error even where it goes unused
-        checkpoint = find_restorer_checkpoint(checkpoint)
-    map_checkpoint = find_map_checkpoint(params.map, checkpoint)
-    net, cfg, extra = load_restorer(map_checkpoint)
-    net = net.float().to(dev)
-    recorded_t, recorded_steps = chain_settings(cfg, extra)
+        checkpoint = find_restorer(checkpoint)
+    net, map_checkpoint, (recorded_t, recorded_steps) = load_map_network(params, checkpoint, dev)
     restorer_net, restorer_sha = None, None
     if "restoration_gap" in params.prior:  # the gap is the *restorer's* change, whatever the map
-        checkpoint = find_restorer_checkpoint(checkpoint)
+        checkpoint = find_restorer(checkpoint)
         restorer_net = net if checkpoint == map_checkpoint else load_restorer(checkpoint)[0].float().to(dev)
         restorer_sha = file_sha256(checkpoint)
-    steps = params.steps or recorded_steps
-    t_start = params.t_start
     scorer_sha = None
     if "diffiqa" in params.prior:
         from diffiqa.api import find_checkpoint
@@ -162,39 +162,37 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
         scorer_checkpoint = find_checkpoint(scorer_checkpoint)
         scorer_sha = file_sha256(scorer_checkpoint)
     prior = build_objective_prior(params, restorer_net, scorer_checkpoint, restorer_sha, scorer_sha).to(dev)
-    smallest = min_side(prior)
-    images = [(path, prepare_input(load_image(path), params.max_side, smallest, str(path))) for path in files]
+    images = [(path, prepare_input(load_image(path), params.max_side, min_side(prior), str(path))) for path in files]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if t_start is None:  # the longest chain, up to the restorer's own, whose round trip holds
+    steps, t_start = params.steps or recorded_steps, params.t_start
+    if t_start is None and net is not None:  # the longest chain, up to the network's own, whose round trip holds
         from diffiqa.enhance.gate import longest_chain
 
         t_start, tried = longest_chain(net, images[0][1].to(dev), steps, recorded_t, params.inversion, params.edict_mix)
         if t_start != recorded_t:
             log.warning("the map's chain (t_start %g) does not invert this image (round trip %.1f dB); "
                         "the map starts at t %g", recorded_t, tried[0][1].round_trip_db, t_start)
-    write_json_atomic(out / "params.json", {"map_checkpoint": str(map_checkpoint), "map_sha256": file_sha256(map_checkpoint),
-                                            "restorer_checkpoint": str(checkpoint) if restorer_net is not None else None,
-                                            "chain": {"t_start": t_start, "steps": steps},
-                                            **to_dict(params)})
+    write_json_atomic(out / "params.json", {
+        "map_checkpoint": str(map_checkpoint) if map_checkpoint else None,
+        "map_sha256": file_sha256(map_checkpoint) if map_checkpoint else None,
+        "restorer_checkpoint": str(checkpoint) if restorer_net is not None else None,
+        "chain": {"t_start": t_start, "steps": steps}, **to_dict(params)})
     summaries, gates = [], {}
     for path, y in images:
         result = enhance(y.to(dev), net, prior, params, progress=progress, steps=steps, t_start=t_start)
-        stem = Path(path).stem
-        mix = params.edict_mix if params.edict_mix is not None else quiet_mix(steps, t_start)
-        report(f"{path}: {result.gate.line()} [map: {map_checkpoint.name}, {params.inversion} (p {mix:g}), "
-               f"{steps} steps from t {t_start:g}]")
-        gates[str(path)] = result.gate.as_dict()
-        save_image(out / f"{stem}_enhanced.png", result.image[0].permute(1, 2, 0).cpu().numpy())
+        report(f"{path}: {result.verdict()}; {result.map_report.line()}")
+        gates[str(path)] = {"passed": result.passed, "change": result.change.as_dict(),
+                            "map": result.map_report.as_dict()}
+        written = _write_run(out, Path(path).stem, result, getattr(prior, "name", "prior"))
         traj = pd.DataFrame(result.trajectory)
-        with atomic_path(out / f"trajectory_{stem}.csv") as tmp:
-            traj.to_csv(tmp, index=False)
-        plot_trajectory(traj, out / f"trajectory_{stem}.png", f"{stem}: {getattr(prior, 'name', 'prior')}")
         first, best = traj.iloc[0], traj[traj["accepted"]].iloc[-1]
-        summaries.append({"image": str(path), "enhanced": str(out / f"{stem}_enhanced.png"),
+        summaries.append({"image": str(path), "enhanced": str(written) if result.passed else None,
+                          "kept": None if result.passed else str(written),
                           "iterations": int(traj["iteration"].iloc[-1]), "Q_start": float(first["Q"]),
-                          "Q_best": float(best["Q"]), "psnr_to_input": float(best["psnr_to_input"]),
-                          "round_trip_psnr": result.round_trip_psnr, "gate_passed": result.gate.passed})
+                          "Q_best": float(best["Q"]), "psnr_to_input": float(psnr(result.image, y.to(dev)).mean()),
+                          "round_trip_psnr": result.round_trip_psnr, "gate_passed": result.passed,
+                          "refused_steps": int(traj["refused"].sum())})
         log.info("%s: Q %.4g -> %.4g, PSNR to input %.2f dB", path, first["Q"], best["Q"], best["psnr_to_input"])
     write_json_atomic(out / "gate.json", gates)
     return summaries
@@ -211,7 +209,7 @@ def output_set(files, out_dir, extra_names=()):
     plan = OutputPlan(out_dir, inputs=files)
     for path in files:
         stem = Path(path).stem
-        for name in (f"{stem}_enhanced.png", f"trajectory_{stem}.csv", f"trajectory_{stem}.png"):
+        for name in (f"{stem}_enhanced.png", f"{stem}_kept.png", f"trajectory_{stem}.csv", f"trajectory_{stem}.png"):
             plan.add(name, str(path))
     for name in ("params.json", "gate.json", *extra_names):
         plan.add(name)

@@ -5,7 +5,7 @@ import logging
 import torch
 from torch import nn
 
-from diffiqa.enhance.invertible import DiffusionMap
+from diffiqa.enhance.latent_map import DiffusionMap
 
 log = logging.getLogger(__name__)
 torch.set_num_threads(1)

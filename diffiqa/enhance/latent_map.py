@@ -1,8 +1,10 @@
-"""A deterministic, invertible map G: latent z <-> image x, built from a diffusion network.
+"""The latent map G: latent z <-> image x, deterministic and invertible.
 
-Which network (``EnhanceParams.map``): by default an *unconditional* denoiser of pristine photos
-(the ``prior_map`` preset, shipped as diffiqa/assets/enhance_map.pt; it sees a zero condition);
-or the restorer conditioned on y. The first version argued for the restorer: the condition
+``build_map`` picks one: ``PixelMap`` (the identity: the ascent runs in pixel space, the
+control every latent map must beat) or ``DiffusionMap`` built from a diffusion network
+(``EnhanceParams.map``): by default the *unconditional prior denoiser* of pristine photos (the
+``prior_map`` preset, shipped as diffiqa/assets/enhance_map.pt; it sees a zero condition); or
+the *conditional restorer*, conditioned on y. The first version argued for the restorer: the condition
 would keep G near y and an unconditional model "would not know which image to stay near". The
 measurements say otherwise (benchmarks/RESULTS.md "Enhancement", 2026-12-01): the exact
 inversion already pins the start (G(G^-1(y)) = y to > 140 dB with either network) and the
@@ -144,6 +146,35 @@ class DiffusionMap:
             else:
                 state = step(state, i)
         return (state[0] + 1) / 2
+
+
+    def describe(self) -> str:
+        kind = "conditional" if getattr(self.net, "conditional", True) else "unconditional"
+        return f"{self.method.upper()} (p {self.mix:g}), {self.steps} steps from t {self.t_start:g}, {kind} network"
+
+
+class PixelMap:
+    """G = identity in model units: z = 2y - 1, G(z) = (z + 1) / 2. The ascent then moves the
+    pixels themselves (the pixel-space control)."""
+
+    def invert(self, image01: torch.Tensor) -> torch.Tensor:
+        return to_model_space(image01)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return (z + 1) / 2
+
+    def describe(self) -> str:
+        return "pixel space (identity)"
+
+
+def build_map(net, y01: torch.Tensor, steps: int, t_start: float, method: str = "edict", mix: float | None = None,
+              use_checkpoint: bool = True):
+    """``PixelMap`` when ``net`` is None, else the ``DiffusionMap`` of ``net`` for the input
+    ``y01`` (``mix`` None: ``quiet_mix(steps, t_start)``)."""
+    if net is None:
+        return PixelMap()
+    mix = quiet_mix(steps, t_start) if mix is None else mix
+    return DiffusionMap(net, y01, steps, method=method, t_start=t_start, mix=mix, use_checkpoint=use_checkpoint)
 
 
 class _ConstantX0(torch.nn.Module):

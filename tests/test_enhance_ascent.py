@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from diffiqa.enhance.invertible import DiffusionMap
-from diffiqa.enhance.map import EnhanceParams, enhance, psnr
+from diffiqa.enhance.ascent import EnhanceParams, enhance, psnr
+from diffiqa.enhance.latent_map import DiffusionMap
 
 torch.set_num_threads(1)
 
@@ -34,8 +35,10 @@ class Contrast(nn.Module):
 
 
 def _setup(seed=0):
+    """A tiny net and a smooth 12x12 image (a photo-like change; the guard refuses white ones)."""
     torch.manual_seed(seed)
-    return TinyEps().eval(), torch.rand(1, 3, 12, 12) * 0.5 + 0.25
+    coarse = torch.rand(1, 3, 3, 3) * 0.5 + 0.25
+    return TinyEps().eval(), F.interpolate(coarse, size=(12, 12), mode="bilinear", align_corners=False)
 
 
 def _params(**kw):
@@ -50,13 +53,14 @@ def test_objective_improves_and_trajectory_is_recorded():
     res = enhance(y, net, Contrast(), _params(sigma=0.2), progress=False)
     traj = res.trajectory
     assert [r["iteration"] for r in traj] == list(range(13))
-    assert set(traj[0]) == {"iteration", "Q", "fidelity", "objective", "psnr_to_input", "accepted", "radius"}
+    assert set(traj[0]) == {"iteration", "Q", "fidelity", "objective", "psnr_to_input", "accepted", "refused", "radius"}
     accepted = [r for r in traj if r["accepted"]]
     assert len(accepted) > 1 and accepted[-1]["objective"] > traj[0]["objective"]
     # only rises are accepted: the accepted objectives are strictly increasing
     assert all(b["objective"] > a["objective"] for a, b in zip(accepted, accepted[1:]))
     assert accepted[-1]["Q"] > traj[0]["Q"]
-    assert res.gate is not None and res.gate.round_trip_db > 40
+    assert res.map_report is not None and res.map_report.round_trip_db > 40
+    assert res.passed and res.change.passed and "enhanced" in res.verdict()
     assert res.image.shape == y.shape and 0 <= res.image.min() and res.image.max() <= 1
     assert all(p.grad is None for p in net.parameters())  # weights frozen
 
