@@ -126,13 +126,11 @@ def psnr_np(a, b) -> float:
 @torch.no_grad()
 def restore_once(net, cfg, y: torch.Tensor, seed: int) -> torch.Tensor:
     """The conditional restorer's own chain (its recorded sampler, steps, t_start), seeded."""
-    from diffiqa.diffusion.samplers import sample_chain, to_image_space, to_model_space
+    from diffiqa.diffusion.samplers import run_chain, to_image_space, to_model_space
 
     gen = torch.Generator().manual_seed(seed)
-    s = cfg.sampler
-    *_, last = sample_chain(net, to_model_space(y), s.steps, s.sampler, s.t_start,
-                            draw=lambda: torch.randn(y.shape, generator=gen))
-    return to_image_space(last.x).clamp(0, 1)
+    final = run_chain(net, to_model_space(y), cfg.chain, lambda: torch.randn(y.shape, generator=gen))
+    return to_image_space(final).clamp(0, 1)
 
 
 def to_budget(y: np.ndarray, target: np.ndarray, budget: float) -> np.ndarray:
@@ -322,7 +320,7 @@ def run_rows(args, out: Path) -> int:
         if map_ckpt is not None:
             net, cfg, _ = load_restorer(map_ckpt)
             net = net.float().eval().requires_grad_(False)
-            steps, t_start = cfg.sampler.steps, cfg.sampler.t_start
+            steps, t_start = cfg.chain.steps, cfg.chain.t_start
         runs = [(p, (p,)) for p in priors]
         if args.fusion:
             members = tuple(rank_on_part_a(out, map_name, priors)[:2])

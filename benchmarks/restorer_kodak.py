@@ -6,7 +6,7 @@ photo is degraded with ``named_degradation(image, family, level, seed=<photo ind
 stay aligned), and every method is scored against the clean crop:
 
 - ``input``: the degraded crop itself;
-- each ``--restorer name=path``: the checkpoint's own chain (``cfg.sampler``), fixed seed;
+- each ``--restorer name=path``: the checkpoint's own chain (``cfg.chain``), fixed seed;
 - ``bm3d`` (the ``bm3d`` package, non-commercial licence: ``pip install .[bench]``): colour
   BM3D (``bm3d_rgb``) on the noise families, given the true sigma for ``awgn`` ("oracle sigma")
   and ``skimage.restoration.estimate_sigma`` for ``poisson_gaussian`` and ``mixture``;
@@ -216,7 +216,7 @@ def run_restorer(net, cfg, crops_u8: np.ndarray, seed: int, batch: int = 8) -> t
         x = torch.from_numpy(np.array(crops_u8[start : start + batch])).permute(0, 3, 1, 2).float() / 255.0
         gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
         t0 = time.process_time()
-        y = restore_batch(net, x, cfg.sampler.sampler, cfg.sampler.steps, gen, cfg.sampler.t_start)
+        y = restore_batch(net, x, cfg.chain, gen)
         cpu += time.process_time() - t0
         outs.append((y * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.concatenate(outs), cpu / len(crops_u8)
@@ -446,7 +446,7 @@ def measure_restorer(name: str, path: Path, photos, size: int, crops: int, seed:
     union of the cached files' rows (the table then shows "—" for conditions none of them holds)."""
     net, cfg, extra = load_restorer(path)
     net = net.float().eval()
-    info = {"path": str(path), "sha256": sha256(path), "sampler": vars(cfg.sampler), "steps": extra.get("steps"),
+    info = {"path": str(path), "sha256": sha256(path), "chain": cfg.chain.label(), "steps": extra.get("steps"),
             "parameters": sum(p.numel() for p in net.parameters())}
     key = {"photos": [s for s, _ in photos], "size": size, "crops": crops, "sha256": info["sha256"], "seed": seed}
     if cached_only:
@@ -468,7 +468,7 @@ def measure_restorer(name: str, path: Path, photos, size: int, crops: int, seed:
         file = out / f"restorer_{name}.{hashlib.sha1(json.dumps(key['conditions']).encode()).hexdigest()[:8]}.json"
     rows = None if recompute else cached(file, key)
     if rows is None:
-        print(f"restorer {name} ({path}, {cfg.sampler}) ...", flush=True)
+        print(f"restorer {name} ({path}, {cfg.chain.label()}) ...", flush=True)
         rows = restorer_rows(name, net, cfg, photos, size, crops, seed, conds)
         write_rows(file, key, rows)
     return net, cfg, info, rows

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diffiqa.diffusion.checkpoint import RestorerConfig, SamplerSettings, save_restorer
+from diffiqa.diffusion.chain import Chain
+from diffiqa.diffusion.checkpoint import RestorerConfig, save_restorer
 from diffiqa.diffusion.unet import ConditionalUNet, UNetConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -82,7 +83,7 @@ def tiny_restorer(path: Path) -> Path:
     cfg = RestorerConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), res_blocks=1, attn_resolutions=(),
                                          attn_reference_size=32, dropout=0.0, norm="group", groups=4,
                                          prediction="residual"),
-                         sampler=SamplerSettings(sampler="ddim", steps=2, t_start=0.05))
+                         chain=Chain(sampler="ddim", steps=2, t_start=0.05))
     torch.manual_seed(0)
     save_restorer(path, ConditionalUNet(cfg.unet), cfg)
     return path
