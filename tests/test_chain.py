@@ -39,7 +39,7 @@ def setup():
 
 def test_the_six_callers_give_the_same_restoration_for_one_seed(setup):
     from diffiqa.diffusion.evaluation import evaluate_restorer, restore_batch
-    from diffiqa.enhance.invertible import DiffusionMap
+    from diffiqa.enhance.latent_map import DiffusionMap
     from diffiqa.enhance.priors.restoration_gap import RestorationGapPrior
     from diffiqa.restore import RestoreParams, crop_seed, sample_crops
     from diffiqa.restore_files import restore_bands, restore_window

@@ -127,7 +127,7 @@ def test_every_profile_builds_every_typed_params_group(profile):
     from diffiqa.config import from_preset
     from diffiqa.data.pairs import PairsParams
     from diffiqa.diffusion.presets import restorer_preset
-    from diffiqa.enhance.map import EnhanceParams
+    from diffiqa.enhance.ascent import EnhanceParams
     from diffiqa.restore import RestoreParams
     from diffiqa.scorer import scorer_preset
     from diffiqa.training.trainer import TrainParams

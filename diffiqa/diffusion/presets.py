@@ -65,7 +65,7 @@ def _paper() -> RestorerConfig:
 
 
 def _prior_map() -> RestorerConfig:
-    # The enhancement's latent map (diffiqa/enhance/invertible.py): a denoiser of pristine
+    # The enhancement's latent map (diffiqa/enhance/latent_map.py): a denoiser of pristine
     # photographs with no condition (zeros), so its chain from a noised image removes
     # noise-like components and a latent move comes out as image structure, where the
     # conditional restorer (x0 ~ cond + f) passes it through as white pixel noise
