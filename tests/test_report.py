@@ -38,7 +38,7 @@ def test_report_regenerates_the_evaluate_stage_page(tmp_path, tiny_scorer, monke
                       "val_plcc": [0.2, 0.4]}).to_csv(layout.curves("ds", k), index=False)
 
     monkeypatch.chdir(root)  # the stage writes the real layout, relative to the working copy
-    run_evaluate("ds", {"evaluate": {"batch_size": 8}}, progress=False)
+    run_evaluate("ds", {"evaluate": {"batch_size": 8}, "sources": {"ds": {}}}, progress=False)
     staged = layout.report("ds").read_text()
     assert "per_split" not in json.loads(layout.metrics("ds").read_text())  # the summary alone cannot make the page
     shutil.rmtree(root / "reports" / "ds_files")
