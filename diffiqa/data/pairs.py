@@ -152,6 +152,84 @@ class PairsParams:
         self.pristine = tuple(os.fspath(q) for q in self.pristine)
 
 
+def _pristine_sources(params: PairsParams, pristine_dirs) -> tuple[list[Path], list[Path], list[Path]]:
+    """-> (all pristine files, training sources, held-out sources), checked: every failure names
+    the ``synth_pairs`` key at fault."""
+    dirs = [Path(q) for q in (params.pristine if pristine_dirs is None else pristine_dirs)]
+    if not dirs:
+        raise ConfigError("synth_pairs.pristine: give at least one folder of pristine images")
+    try:
+        files = iter_image_files(dirs)
+    except ImageError as e:  # a missing or unreadable pristine folder, by name
+        raise ConfigError(f"synth_pairs.pristine: {e}") from None
+    if not files:
+        raise ConfigError(f"synth_pairs.pristine: no images found in {', '.join(map(os.fspath, dirs))}")
+    train_src, held_src = _split_heldout(files, params.heldout_images, params.seed)
+    if params.count > 0 and not train_src:
+        raise ConfigError(f"count={params.count} but every one of the {len(files)} pristine images is held out")
+    if params.heldout_count > 0 and not held_src:
+        raise ConfigError(f"heldout_count={params.heldout_count} but heldout_images={params.heldout_images!r} "
+                          "holds out no image")
+    return files, train_src, held_src
+
+
+def _pair_plan(params: PairsParams, train_src: list[Path], held_src: list[Path]) -> pd.DataFrame:
+    """One row per crop to make (source, distortion, level, augmentation draws, heldout)."""
+    rng = np.random.default_rng([params.seed, 1])
+    type_levels = {k: list(v) for k, v in params.type_levels.items()}
+    parts = []
+    for sources, n, held in ((train_src, params.count, False), (held_src, params.heldout_count, True)):
+        plan = _plan(sources, n, list(params.types), list(params.levels), rng, type_levels, params.augment)
+        plan["source"] = [os.fspath(sources[i]) for i in plan["src"]] if n else []
+        plan["heldout"] = held
+        # Group by image (stable, so the draw order decides ties) to decode each image once.
+        parts.append(plan.sort_values("src", kind="stable"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _crop_pair(image: np.ndarray, rec, row: int, params: PairsParams):
+    """-> (pristine crop, distorted crop, box) of plan row ``row``."""
+    s = params.crop_size
+    if params.augment:
+        crop, box = _augmented_crop(image, rec.u, rec.v, s, rec.scale, rec.quarter, rec.flip)
+    else:
+        h, w = image.shape[:2]
+        top, left = int(rec.u * (h - s + 1)), int(rec.v * (w - s + 1))
+        crop, box = image[top : top + s, left : left + s], (top, left, top + s, left + s)
+    # One generator per row: a crop's distortion does not depend on the others.
+    if rec.distortion == IDENTITY:
+        return crop, crop, box
+    return crop, distort(crop, rec.distortion, int(rec.level), np.random.default_rng([params.seed, 2, row])), box
+
+
+def _write_crops(group, plan: pd.DataFrame, params: PairsParams, progress: bool) -> np.ndarray:
+    """Fill the ``distorted`` and ``pristine`` arrays of ``group`` chunk by chunk -> boxes (N, 4)."""
+    from zarr.codecs import BloscCodec
+
+    total, s = len(plan), params.crop_size
+    codec = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    arrays = {
+        kind: group.create_array(kind, shape=(total, 3, s, s), chunks=(CHUNK_CROPS, 3, s, s), dtype="uint8", compressors=codec)
+        for kind in ("distorted", "pristine")
+    }
+    boxes = np.zeros((total, 4), dtype=np.int64)
+    buf = {k: np.zeros((CHUNK_CROPS, 3, s, s), np.uint8) for k in arrays}
+    cached_path, image = None, None
+    for row in tqdm(range(total), desc="pairs", unit="crop", disable=not progress):
+        rec = plan.iloc[row]
+        if rec.source != cached_path:
+            image = load_image(rec.source, min_size=s)
+            cached_path = rec.source
+        crop, bad, boxes[row] = _crop_pair(image, rec, row, params)
+        buf["pristine"][row % CHUNK_CROPS] = crop.transpose(2, 0, 1)
+        buf["distorted"][row % CHUNK_CROPS] = bad.transpose(2, 0, 1)
+        if row % CHUNK_CROPS == CHUNK_CROPS - 1 or row == total - 1:
+            start = row - row % CHUNK_CROPS
+            for k, arr in arrays.items():  # whole chunks: one compressed write each
+                arr[start : row + 1] = buf[k][: row + 1 - start]
+    return boxes
+
+
 def make_pairs(params: PairsParams, out_dir: Path, pristine_dirs=None, progress: bool = True) -> dict:
     """Synthesise ``params.count`` training and ``params.heldout_count`` held-out (distorted,
     pristine) crops from ``pristine_dirs`` (default: ``params.pristine``) into ``out_dir``.
@@ -160,107 +238,32 @@ def make_pairs(params: PairsParams, out_dir: Path, pristine_dirs=None, progress:
     others. Returns a summary dict (also written to ``out_dir/summary.json``).
     """
     import zarr
-    from zarr.codecs import BloscCodec
 
-    crop_size, seed, augment = params.crop_size, params.seed, params.augment
-    count, heldout_count, heldout_images = params.count, params.heldout_count, params.heldout_images
-    type_names, level_list = list(params.types), list(params.levels)
-    type_levels = {k: list(v) for k, v in params.type_levels.items()}
-    pristine_dirs = [Path(q) for q in (params.pristine if pristine_dirs is None else pristine_dirs)]
-    if not pristine_dirs:
-        raise ConfigError("synth_pairs.pristine: give at least one folder of pristine images")
-    try:
-        files = iter_image_files(pristine_dirs)
-    except ImageError as e:  # a missing or unreadable pristine folder, by name
-        raise ConfigError(f"synth_pairs.pristine: {e}") from None
-    if not files:
-        raise ConfigError(f"synth_pairs.pristine: no images found in {', '.join(map(os.fspath, pristine_dirs))}")
-    train_src, held_src = _split_heldout(files, heldout_images, seed)
-    if count > 0 and not train_src:
-        raise ConfigError(f"count={count} but every one of the {len(files)} pristine images is held out")
-    if heldout_count > 0 and not held_src:
-        raise ConfigError(f"heldout_count={heldout_count} but heldout_images={heldout_images!r} holds out no image")
-
-    rng = np.random.default_rng([seed, 1])
-    parts = []
-    for sources, n, held in ((train_src, count, False), (held_src, heldout_count, True)):
-        plan = _plan(sources, n, type_names, level_list, rng, type_levels, augment)
-        plan["source"] = [os.fspath(sources[i]) for i in plan["src"]] if n else []
-        plan["heldout"] = held
-        # Group by image (stable, so the draw order decides ties) to decode each image once.
-        parts.append(plan.sort_values("src", kind="stable"))
-    plan = pd.concat(parts, ignore_index=True)
+    _, train_src, held_src = _pristine_sources(params, pristine_dirs)
+    plan = _pair_plan(params, train_src, held_src)
     total = len(plan)
-    s = crop_size
-
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         group = zarr.open_group(tmp / "pairs.zarr", mode="w", zarr_format=3)
-        codec = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
-        arrays = {
-            kind: group.create_array(kind, shape=(total, 3, s, s), chunks=(CHUNK_CROPS, 3, s, s), dtype="uint8", compressors=codec)
-            for kind in ("distorted", "pristine")
-        }
-        boxes = np.zeros((total, 4), dtype=np.int64)
-        buf = {k: np.zeros((CHUNK_CROPS, 3, s, s), np.uint8) for k in arrays}
-        cached_path, image = None, None
-        for row in tqdm(range(total), desc="pairs", unit="crop", disable=not progress):
-            rec = plan.iloc[row]
-            if rec.source != cached_path:
-                image = load_image(rec.source, min_size=s)
-                cached_path = rec.source
-            if augment:
-                crop, box = _augmented_crop(image, rec.u, rec.v, s, rec.scale, rec.quarter, rec.flip)
-            else:
-                h, w = image.shape[:2]
-                top, left = int(rec.u * (h - s + 1)), int(rec.v * (w - s + 1))
-                crop, box = image[top : top + s, left : left + s], (top, left, top + s, left + s)
-            # One generator per row: a crop's distortion does not depend on the others.
-            if rec.distortion == IDENTITY:
-                bad = crop
-            else:
-                bad = distort(crop, rec.distortion, int(rec.level), np.random.default_rng([seed, 2, row]))
-            boxes[row] = box
-            buf["pristine"][row % CHUNK_CROPS] = crop.transpose(2, 0, 1)
-            buf["distorted"][row % CHUNK_CROPS] = bad.transpose(2, 0, 1)
-            if row % CHUNK_CROPS == CHUNK_CROPS - 1 or row == total - 1:
-                start = row - row % CHUNK_CROPS
-                for k, arr in arrays.items():  # whole chunks: one compressed write each
-                    arr[start : row + 1] = buf[k][: row + 1 - start]
+        boxes = _write_crops(group, plan, params, progress)
         settings = {
-            "crop_size": s,
-            "types": type_names,
-            "levels": level_list,
-            "type_levels": type_levels,
-            "augment": bool(augment),
-            "count": count,
-            "heldout_count": heldout_count,
-            "heldout_images": heldout_images,
-            "seed": seed,
-            "format_version": FORMAT_VERSION,
+            "crop_size": params.crop_size, "types": list(params.types), "levels": list(params.levels),
+            "type_levels": {k: list(v) for k, v in params.type_levels.items()}, "augment": bool(params.augment),
+            "count": params.count, "heldout_count": params.heldout_count, "heldout_images": params.heldout_images,
+            "seed": params.seed, "format_version": FORMAT_VERSION,
         }
         group.attrs.update(settings)
-        meta = pd.DataFrame(
-            {
-                "source": plan["source"].astype(str),
-                "distortion": plan["distortion"].astype(str),
-                "level": plan["level"].astype("int64"),
-                "scale": plan["scale"].astype("float64"),
-                "quarter": plan["quarter"].astype("int64"),
-                "flip": plan["flip"].astype(bool),
-                "heldout": plan["heldout"].astype(bool),
-                "box": [list(map(int, b)) for b in boxes],
-            }
-        )
+        meta = pd.DataFrame({
+            "source": plan["source"].astype(str), "distortion": plan["distortion"].astype(str),
+            "level": plan["level"].astype("int64"), "scale": plan["scale"].astype("float64"),
+            "quarter": plan["quarter"].astype("int64"), "flip": plan["flip"].astype(bool),
+            "heldout": plan["heldout"].astype(bool), "box": [list(map(int, b)) for b in boxes],
+        })
         meta.to_parquet(tmp / "pairs.parquet", index=False)
         summary = {
-            **settings,
-            "n_pairs": total,
-            "n_train": int((~meta["heldout"]).sum()),
-            "n_heldout": int(meta["heldout"].sum()),
-            "train_images": len(train_src),
-            "heldout_images_used": len(held_src),
+            **settings, "n_pairs": total, "n_train": int((~meta["heldout"]).sum()), "n_heldout": int(meta["heldout"].sum()),
+            "train_images": len(train_src), "heldout_images_used": len(held_src),
             "heldout_sources": sorted(os.fspath(p) for p in held_src),
         }
         write_json_atomic(tmp / "summary.json", summary)
