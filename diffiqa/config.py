@@ -43,6 +43,8 @@ def check_type(value, ftype, where: str):
     ``tuple[X, ...]``, ``list[X]``, ``dict[K, V]``, nested dataclasses), or ConfigError naming
     ``where``. Conversions: a list becomes a tuple for tuple fields; an int or a number-shaped
     string (YAML's ``1e-4``) becomes a float for float fields. Nothing else is converted."""
+    # One dispatcher over annotation kinds, not one function per kind: each arm is a few lines
+    # and the arms call each other recursively (unions of tuples of dataclasses...).
     if ftype is Any or ftype is None:
         return value
     origin, args = typing.get_origin(ftype), typing.get_args(ftype)

@@ -299,6 +299,18 @@ def _shard_crops(root: Path, images: list[str], rows: np.ndarray, boxes: np.ndar
     return crops
 
 
+def _resolve_chain(params: RestoreParams, checkpoint_path: Path, net) -> RestoreParams:
+    """``params`` with its chain: given, or the checkpoint's own (a network passed in has none)."""
+    from diffiqa.diffusion.checkpoint import read_restorer_config
+
+    if net is None:
+        require_checkpoint(checkpoint_path)
+        return params if params.chain is not None else params.resolved(read_restorer_config(checkpoint_path).chain)
+    if params.chain is None:
+        raise ConfigError("restore_dataset(net=...): give params.chain (a network of its own has no recorded chain)")
+    return params
+
+
 def restore_dataset(
     index_df: pd.DataFrame,
     root: str | os.PathLike,
@@ -321,16 +333,9 @@ def restore_dataset(
     then only a label recorded as the store's restorer id. Returns a summary: crops, shards in
     total / written now / still pending anywhere, crops/s.
     """
-    from diffiqa.diffusion.checkpoint import read_restorer_config
-
     root, store_path, checkpoint_path = Path(root), Path(store_path), Path(checkpoint_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if net is None:
-        require_checkpoint(checkpoint_path)
-        if params.chain is None:
-            params = params.resolved(read_restorer_config(checkpoint_path).chain)
-    elif params.chain is None:
-        raise ConfigError("restore_dataset(net=...): give params.chain (a network of its own has no recorded chain)")
+    params = _resolve_chain(params, checkpoint_path, net)
     spec = cache_spec(params, checkpoint_path, index_df, restorer_id=None if net is None else str(checkpoint_path))
     rows, boxes = plan_crops(index_df, root, params)
     cache = open_cache(store_path, spec, rows, boxes)
@@ -360,11 +365,9 @@ def restore_dataset(
             cache.write_shard(k, {kind: np.concatenate(v) for kind, v in out.items()})
             log.debug("shard %d (crops %d-%d) written", k, start, stop - 1)
     elapsed = time.perf_counter() - t0
-    summary = {
-        "store": str(store_path), "n_crops": cache.n_crops, "n_shards": cache.n_shards,
-        "shards_written": len(pending), "crops_written": int(done_crops),
-        "shards_pending": len(cache.pending_shards()), "complete": cache.is_complete(),
-        "seconds": round(elapsed, 3), "crops_per_s": round(done_crops / elapsed, 3) if done_crops else None,
-    }
+    summary = {"store": str(store_path), "n_crops": cache.n_crops, "n_shards": cache.n_shards,
+               "shards_written": len(pending), "crops_written": int(done_crops),
+               "shards_pending": len(cache.pending_shards()), "complete": cache.is_complete(),
+               "seconds": round(elapsed, 3), "crops_per_s": round(done_crops / elapsed, 3) if done_crops else None}
     log.info("restore done: %s", summary)
     return summary

@@ -202,6 +202,8 @@ def enhance(y: torch.Tensor, net: torch.nn.Module | None, prior: torch.nn.Module
     kept, change = x.clone(), measure_change(y, x)
     within = {b: (rec["Q"], x.clone()) for b in budgets if rec["psnr_to_input"] >= b}
     rejected = 0
+    # One loop, not split into helpers: the trust region's state (z, radius, the map's local gain,
+    # the kept iterate and the best iterate per budget) changes together at every step.
     bar = tqdm(range(1, params.iterations + 1), desc="enhance", unit="it", disable=not progress, leave=False)
     for it in bar:
         if grad is None or not torch.isfinite(grad).all() or _rms(grad) == 0:

@@ -126,6 +126,26 @@ def _write_run(out: Path, stem: str, result, prior_name: str) -> Path:
     return image
 
 
+def _load_prior(params: EnhanceParams, net, map_checkpoint, checkpoint, scorer_checkpoint, dev):
+    """-> (the objective's prior on ``dev``, the restorer checkpoint, the restorer network or None)."""
+    from diffiqa.diffusion.training import load_restorer
+    from diffiqa.restore import file_sha256
+
+    restorer_net, restorer_sha = None, None
+    if "restoration_gap" in params.prior:  # the gap is the *restorer's* change, whatever the map
+        checkpoint = find_restorer(checkpoint)
+        restorer_net = net if checkpoint == map_checkpoint else load_restorer(checkpoint)[0].float().to(dev)
+        restorer_sha = file_sha256(checkpoint)
+    scorer_sha = None
+    if "diffiqa" in params.prior:
+        from diffiqa.api import find_checkpoint
+
+        scorer_checkpoint = find_checkpoint(scorer_checkpoint)
+        scorer_sha = file_sha256(scorer_checkpoint)
+    prior = build_objective_prior(params, restorer_net, scorer_checkpoint, restorer_sha, scorer_sha).to(dev)
+    return prior, checkpoint, restorer_net
+
+
 def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, scorer_checkpoint=None,
                    progress: bool = True, device=None, report=print) -> list[dict]:
     """Enhance each image of ``paths`` (files or folders) through the map ``params.map``
@@ -140,7 +160,6 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
     """
     from diffiqa.config import to_dict
     from diffiqa.devices import resolve_device
-    from diffiqa.diffusion.training import load_restorer
     from diffiqa.restore import file_sha256
 
     files = iter_image_files(paths)
@@ -150,18 +169,7 @@ def enhance_images(paths, out_dir, params: EnhanceParams, checkpoint=None, score
     if checkpoint is not None:  # a restorer given but missing is an error even where it goes unused
         checkpoint = find_restorer(checkpoint)
     net, map_checkpoint, (recorded_t, recorded_steps) = load_map_network(params, checkpoint, dev)
-    restorer_net, restorer_sha = None, None
-    if "restoration_gap" in params.prior:  # the gap is the *restorer's* change, whatever the map
-        checkpoint = find_restorer(checkpoint)
-        restorer_net = net if checkpoint == map_checkpoint else load_restorer(checkpoint)[0].float().to(dev)
-        restorer_sha = file_sha256(checkpoint)
-    scorer_sha = None
-    if "diffiqa" in params.prior:
-        from diffiqa.api import find_checkpoint
-
-        scorer_checkpoint = find_checkpoint(scorer_checkpoint)
-        scorer_sha = file_sha256(scorer_checkpoint)
-    prior = build_objective_prior(params, restorer_net, scorer_checkpoint, restorer_sha, scorer_sha).to(dev)
+    prior, checkpoint, restorer_net = _load_prior(params, net, map_checkpoint, checkpoint, scorer_checkpoint, dev)
     images = [(path, prepare_input(load_image(path), params.max_side, min_side(prior), str(path))) for path in files]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
