@@ -290,10 +290,7 @@ def train_restorer(
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
         cond, x0 = source.batch(gen, cfg.crop_size, cfg.batch_size, rotate=cfg.rotate)
         torch.manual_seed(step_seed(cfg.seed + 1, step))  # dropout masks: a function of the step too
-        loss = ddp.loss_weight(cfg.batch_size) * diffusion_loss(
-            train_net, x0.to(device), cond.to(device), cfg.loss, generator=gen, rows=ddp.rows(cfg.batch_size), t_max=cfg.t_max,
-                              full_range_share=cfg.full_range_share, distorted_start=cfg.distorted_start,
-                              mixed_start=cfg.mixed_start, conditional=cfg.conditional)
+        loss = _step_loss(train_net, x0.to(device), cond.to(device), gen, cfg, ddp)
         value = distributed.all_reduce_mean(loss.item(), ddp)  # the same on every rank: all skip or none
         skipped += not _update(loss, value, recent, step, net, opt, ema, cfg)
         pending.append((step, value))
@@ -316,6 +313,14 @@ def train_restorer(
              "ema": ema is not None, "parameters": n_params, "init": cfg.init, **(provenance or {})}
     return _finish(out_dir / "restorer.pt", ema.module if ema is not None else net, cfg, extra, ddp,
                    {"resumed_from": start, "stopped_early": stopped_early, "seconds": time.perf_counter() - t0})
+
+
+def _step_loss(train_net, x0, cond, gen, cfg: RestorerConfig, ddp) -> torch.Tensor:
+    """This rank's weighted share of the step's loss (draws from ``gen`` in the loss's fixed order)."""
+    return ddp.loss_weight(cfg.batch_size) * diffusion_loss(
+        train_net, x0, cond, cfg.loss, generator=gen, rows=ddp.rows(cfg.batch_size), t_max=cfg.t_max,
+        full_range_share=cfg.full_range_share, distorted_start=cfg.distorted_start, mixed_start=cfg.mixed_start,
+        conditional=cfg.conditional)
 
 
 def _finish(path: Path, final, cfg: RestorerConfig, extra: dict, ddp, run: dict) -> dict:

@@ -163,6 +163,26 @@ def _rms(t: torch.Tensor) -> float:
     return float(t.detach().double().square().mean().sqrt())
 
 
+def _objective(g, prior, y: torch.Tensor, params: EnhanceParams):
+    """-> evaluate(z) = (record, image, gradient of lam Q - fidelity with respect to z) for map ``g``."""
+    fid_weight = 1.0 / (2 * params.sigma**2)
+
+    def evaluate(zz):
+        zz = zz.detach().requires_grad_(True)
+        x = g.generate(zz).clamp(0, 1)
+        q = prior(x)
+        fid = (x - y).square().mean((1, 2, 3)) * fid_weight
+        objective = params.lam * q - fid  # (N,)
+        grad = None
+        if objective.requires_grad:
+            (grad,) = torch.autograd.grad(objective.sum(), zz)  # per-image objectives are independent
+        rec = {"Q": float(q.detach().mean()), "fidelity": float(fid.detach().mean()),
+               "objective": float(objective.detach().mean()), "psnr_to_input": float(psnr(x.detach(), y).mean())}
+        return rec, x.detach(), grad
+
+    return evaluate
+
+
 def enhance(y: torch.Tensor, net: torch.nn.Module | None, prior: torch.nn.Module, params: EnhanceParams,
             progress: bool = True, budgets=(), steps: int | None = None, t_start: float | None = None,
             use_checkpoint: bool = True) -> EnhanceResult:
@@ -180,21 +200,7 @@ def enhance(y: torch.Tensor, net: torch.nn.Module | None, prior: torch.nn.Module
     z = g.invert(y).detach()
     map_report = measure_gate(g.generate, z, y, seed=params.seed)
     log.debug("%s (%s)", map_report.line(), g.describe())  # callers print it
-    fid_weight = 1.0 / (2 * params.sigma**2)
-
-    def evaluate(zz):
-        zz = zz.detach().requires_grad_(True)
-        x = g.generate(zz).clamp(0, 1)
-        q = prior(x)
-        fid = (x - y).square().mean((1, 2, 3)) * fid_weight
-        objective = params.lam * q - fid  # (N,)
-        grad = None
-        if objective.requires_grad:
-            (grad,) = torch.autograd.grad(objective.sum(), zz)  # per-image objectives are independent
-        rec = {"Q": float(q.detach().mean()), "fidelity": float(fid.detach().mean()),
-               "objective": float(objective.detach().mean()), "psnr_to_input": float(psnr(x.detach(), y).mean())}
-        return rec, x.detach(), grad
-
+    evaluate = _objective(g, prior, y, params)
     rec, x, grad = evaluate(z)
     radius = 10 ** (-params.step_db / 20)
     gain = max(map_report.gain / 2, 1e-3)  # image rms per latent rms (the probe's gain is in model units)
